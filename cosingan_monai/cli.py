@@ -1,0 +1,37 @@
+"""The `cosingan-monai` command line: a click group whose sub-commands live in `cosingan_monai.commands`."""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+# sub-command name -> "module:attribute"; imported only when that command runs, so `--help` needs no torch import.
+COMMANDS: dict[str, str] = {
+    "phantom": "cosingan_monai.commands.phantom:phantom",
+    "inspect": "cosingan_monai.commands.inspect:inspect_case",
+}
+
+
+class LazyGroup(click.Group):
+    """A click group that imports each sub-command's module on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        target = COMMANDS.get(name)
+        if target is None:
+            return None
+        module_name, attr = target.split(":")
+        return getattr(importlib.import_module(module_name), attr)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="cosingan-monai")
+def main() -> None:
+    """CoSinGAN on MONAI: learn COVID-19 CT lung and infection segmentation from a single annotated slice."""
+
+
+if __name__ == "__main__":
+    main()
