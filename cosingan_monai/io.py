@@ -33,7 +33,7 @@ LABEL_VALUES: dict[str, frozenset[int]] = {
 }
 LABEL_MEANING: dict[str, str] = {
     "lungs+infection": "0 background, 1 left lung, 2 right lung, 3 infection",
-    "infection-only": "0 background, 1 infection (lungs found automatically)",
+    "infection-only": "0 background, 1 infection; lungs found automatically",
 }
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
@@ -513,7 +513,7 @@ def load_case(
 
     notes: list[str] = []
     if img.spacing_source == "assumed":
-        notes.append(f"PNG has no geometry: assumed spacing {PNG_SPACING} mm (pass spacing= to override)")
+        notes.append(f"PNG has no geometry: assumed spacing {PNG_SPACING} mm (override with spacing= / --spacing)")
     case = Case(data, None, img.affine, img.axcodes, kind, None, image_path, None, img.spacing_source, notes)
     if label is None:
         return case
