@@ -1,0 +1,139 @@
+"""Synthesis conditions for the pipeline: every lung-bearing mask slice of a case plus augmented and lesion-free ones.
+
+A single-image GAN only generalises as far as its conditions vary, so the pipeline widens the case's own masks with
+joint flips, small affine and elastic deformations (MONAI random transforms, nearest-neighbour on masks), and adds
+lesion-free copies that give the classifier its negatives.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from monai.transforms import Compose, Rand2DElasticd, RandAffined, RandFlipd
+
+#: Label values of the COVID-19-CT-Seg convention.
+LEFT, RIGHT, INFECTION = 1, 2, 3
+
+
+@dataclass
+class Condition:
+    """One 2D synthesis condition: a COVID-19-CT-Seg label slice (x, y), its body mask, and where it came from."""
+
+    label: np.ndarray
+    body: np.ndarray
+    source: str
+
+    @property
+    def infected(self) -> bool:
+        """Whether the condition asks for infection (label 3 present)."""
+        return bool((self.label == INFECTION).any())
+
+
+def lung_bearing_slices(label: np.ndarray, min_fraction: float = 0.2) -> list[int]:
+    """Axial slices whose lung area (labels 1-3) is at least `min_fraction` of the largest slice's."""
+    area = ((label >= LEFT) & (label <= INFECTION)).sum(axis=(0, 1))
+    if area.max() == 0:
+        return []
+    return [int(z) for z in np.flatnonzero(area >= min_fraction * area.max())]
+
+
+def relabel_sides(label: np.ndarray) -> np.ndarray:
+    """Re-assign lung labels 1/2 by position after a flip or warp: RAS left lung has the lower x (CONVENTIONS.md).
+
+    Infection (3) is left untouched; the split is the midpoint between the two sides' lung centroids.
+    """
+    out = label.copy()
+    lung = (label == LEFT) | (label == RIGHT)
+    if not lung.any():
+        return out
+    xs = np.nonzero(lung)[0]
+    left_x = np.nonzero(label == LEFT)[0]
+    right_x = np.nonzero(label == RIGHT)[0]
+    if len(left_x) and len(right_x):
+        mid = 0.5 * (left_x.mean() + right_x.mean())
+    else:
+        mid = 0.5 * (xs.min() + xs.max())
+    xgrid = np.arange(label.shape[0])[:, None]
+    out[lung & (xgrid < mid)] = LEFT
+    out[lung & (xgrid >= mid)] = RIGHT
+    return out
+
+
+def remove_lesions(label: np.ndarray) -> np.ndarray:
+    """The same lungs without infection: label 3 becomes lung of the side it lies on (a negative for the classifier)."""
+    out = label.copy()
+    out[out == INFECTION] = LEFT  # any lung value; relabel_sides puts it on the right side
+    return relabel_sides(out)
+
+
+def mask_augmentation(size_xy: tuple[int, int], strength: float = 1.0) -> Compose:
+    """Joint random flip + small affine + elastic warp for (label, body) masks, nearest-neighbour throughout."""
+    keys = ("label", "body")
+    sigma = max(size_xy) / 16.0
+    return Compose(
+        [
+            RandFlipd(keys, prob=0.5, spatial_axis=0),
+            RandAffined(
+                keys,
+                prob=0.8,
+                rotate_range=0.12 * strength,
+                scale_range=0.08 * strength,
+                translate_range=(0.03 * size_xy[0] * strength, 0.03 * size_xy[1] * strength),
+                mode="nearest",
+                padding_mode="zeros",
+            ),
+            Rand2DElasticd(
+                keys,
+                spacing=(sigma, sigma),
+                magnitude_range=(0.0, 2.0 * strength),
+                prob=0.6,
+                mode="nearest",
+                padding_mode="zeros",
+            ),
+        ]
+    )
+
+
+def build_conditions(
+    label: np.ndarray,
+    body: np.ndarray,
+    count: int,
+    seed: int = 0,
+    lesion_free_fraction: float = 0.25,
+    min_lung_fraction: float = 0.2,
+) -> list[Condition]:
+    """`count` 2D conditions from a label volume (x, y, z): its lung-bearing slices first, then augmented copies.
+
+    Roughly `lesion_free_fraction` of the augmented conditions have their infection removed. Deterministic for a
+    seed. Raises ValueError when the volume has no lung.
+    """
+    if label.ndim == 2:
+        label, body = label[..., None], body[..., None]
+    if label.shape != body.shape:
+        raise ValueError(f"label shape {label.shape} and body shape {body.shape} differ")
+    slices = lung_bearing_slices(label, min_lung_fraction)
+    if not slices:
+        raise ValueError("the label volume has no lung (labels 1-3) on any slice")
+    rng = np.random.default_rng(seed)
+    conditions = [Condition(label[..., z].copy(), body[..., z].astype(bool), f"slice {z}") for z in slices[:count]]
+    augment = mask_augmentation(label.shape[:2])
+    augment.set_random_state(seed=seed)
+    while len(conditions) < count:
+        z = int(rng.choice(slices))
+        sample = augment(
+            {
+                "label": torch.as_tensor(label[None, ..., z].astype(np.float32)),
+                "body": torch.as_tensor(body[None, ..., z].astype(np.float32)),
+            }
+        )
+        lab = relabel_sides(np.rint(np.asarray(sample["label"])[0]).astype(np.uint8))
+        bod = np.asarray(sample["body"])[0] > 0.5
+        source = f"slice {z} augmented"
+        if rng.random() < lesion_free_fraction and (lab == INFECTION).any():
+            lab, source = remove_lesions(lab), source + ", lesion-free"
+        if not ((lab >= LEFT) & (lab <= INFECTION)).any():
+            continue  # the warp pushed the lungs out of view
+        conditions.append(Condition(lab, bod | (lab > 0), source))
+    return conditions

@@ -1,0 +1,63 @@
+"""Synthesis conditions: lung-bearing slices first, augmented copies, lesion-free negatives, determinism."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cosingan_monai.conditions import build_conditions, lung_bearing_slices, relabel_sides, remove_lesions
+
+
+def _label_volume(nz: int = 6) -> np.ndarray:
+    """Two elliptic lungs (left at low x, as in RAS) with a lesion in the left one on every slice but the first."""
+    x, y = np.meshgrid(np.arange(64), np.arange(64), indexing="ij")
+    lab = np.zeros((64, 64, nz), np.uint8)
+    for z in range(nz):
+        lab[((x - 20) / 10) ** 2 + ((y - 32) / 18) ** 2 <= 1, z] = 1
+        lab[((x - 44) / 10) ** 2 + ((y - 32) / 18) ** 2 <= 1, z] = 2
+        if z:
+            lab[((x - 14) / 4) ** 2 + ((y - 30) / 5) ** 2 <= 1, z] = 3
+    lab[..., nz - 1] = 0  # a slice without lung
+    return lab
+
+
+def test_lung_bearing_slices_skips_empty():
+    assert lung_bearing_slices(_label_volume()) == [0, 1, 2, 3, 4]
+    assert lung_bearing_slices(np.zeros((8, 8, 3), np.uint8)) == []
+
+
+def test_relabel_sides_after_flip_puts_left_lung_at_low_x():
+    flipped = _label_volume()[::-1, :, 1].copy()  # left lung now at high x
+    fixed = relabel_sides(flipped)
+    assert np.nonzero(fixed == 1)[0].mean() < np.nonzero(fixed == 2)[0].mean()
+    assert ((fixed == 3) == (flipped == 3)).all()
+
+
+def test_remove_lesions_keeps_lung_area():
+    lab = _label_volume()[..., 2]
+    clean = remove_lesions(lab)
+    assert not (clean == 3).any()
+    assert (clean > 0).sum() == (lab > 0).sum()
+
+
+def test_build_conditions_counts_negatives_and_is_deterministic():
+    lab = _label_volume()
+    body = lab > 0
+    conds = build_conditions(lab, body, count=40, seed=3, lesion_free_fraction=0.5)
+    assert len(conds) == 40
+    assert [c.source for c in conds[:5]] == [f"slice {z}" for z in range(5)]
+    negatives = sum(not c.infected for c in conds)
+    assert negatives >= 5  # slice 0 plus about half of the augmented ones
+    assert any("lesion-free" in c.source for c in conds)
+    for c in conds:
+        assert c.label.shape == (64, 64) and set(np.unique(c.label)) <= {0, 1, 2, 3}
+        assert c.body[c.label > 0].all()  # the lungs are inside the body
+    again = build_conditions(lab, body, count=40, seed=3, lesion_free_fraction=0.5)
+    assert all((a.label == b.label).all() for a, b in zip(conds, again, strict=True))
+    other = build_conditions(lab, body, count=40, seed=4, lesion_free_fraction=0.5)
+    assert any((a.label != b.label).any() for a, b in zip(conds[5:], other[5:], strict=True))
+
+
+def test_build_conditions_refuses_lungless_volume():
+    with pytest.raises(ValueError, match="no lung"):
+        build_conditions(np.zeros((8, 8, 2), np.uint8), np.zeros((8, 8, 2), bool), count=3)

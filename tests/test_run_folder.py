@@ -1,0 +1,54 @@
+"""Run-folder policy: never clobber a previous run, manifests mark finished stages, failed stages leave none."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cosingan_monai.run_folder import RunFolder, RunFolderError
+
+
+def test_new_run_writes_marker_and_manifest(tmp_path):
+    run = RunFolder(tmp_path / "run", command="cosingan-monai pipeline ...")
+    with run.stage("validate", echo=lambda *_: None) as result:
+        result.outputs["case"] = "x.nii.gz"
+        result.metrics["slices"] = 3
+    manifest = run.manifest("validate")
+    assert manifest["outputs"] == {"case": "x.nii.gz"} and manifest["metrics"] == {"slices": 3}
+    assert manifest["wall_s"] >= 0
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["command"].startswith("cosingan-monai")
+
+
+def test_existing_run_needs_resume_or_force(tmp_path):
+    RunFolder(tmp_path / "run")
+    with pytest.raises(RunFolderError, match="--resume.*--force"):
+        RunFolder(tmp_path / "run")
+    keep = tmp_path / "run" / "keep.txt"
+    keep.write_text("x")
+    RunFolder(tmp_path / "run", resume=True)
+    assert keep.exists()
+    RunFolder(tmp_path / "run", force=True)
+    assert not keep.exists()
+
+
+def test_refuses_foreign_folder_even_with_force(tmp_path):
+    foreign = tmp_path / "mydata"
+    foreign.mkdir()
+    (foreign / "precious.nii.gz").write_bytes(b"x")
+    with pytest.raises(RunFolderError, match="not a cosingan-monai run folder"):
+        RunFolder(foreign, force=True)
+    assert (foreign / "precious.nii.gz").exists()
+
+
+def test_failed_stage_leaves_no_manifest(tmp_path):
+    run = RunFolder(tmp_path / "run")
+    with pytest.raises(ZeroDivisionError), run.stage("train_gan", echo=lambda *_: None):
+        1 / 0
+    assert run.manifest("train_gan") is None
+
+
+def test_truncated_manifest_counts_as_unfinished(tmp_path):
+    run = RunFolder(tmp_path / "run")
+    (run.manifests / "sample.json").write_text('{"stage": "sam')
+    assert run.manifest("sample") is None
