@@ -51,10 +51,8 @@ def relabel_sides(label: np.ndarray) -> np.ndarray:
     xs = np.nonzero(lung)[0]
     left_x = np.nonzero(label == LEFT)[0]
     right_x = np.nonzero(label == RIGHT)[0]
-    if len(left_x) and len(right_x):
-        mid = 0.5 * (left_x.mean() + right_x.mean())
-    else:
-        mid = 0.5 * (xs.min() + xs.max())
+    both_sides = len(left_x) and len(right_x)
+    mid = 0.5 * (left_x.mean() + right_x.mean()) if both_sides else 0.5 * (xs.min() + xs.max())
     xgrid = np.arange(label.shape[0])[:, None]
     out[lung & (xgrid < mid)] = LEFT
     out[lung & (xgrid >= mid)] = RIGHT

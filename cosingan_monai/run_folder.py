@@ -43,7 +43,7 @@ class RunFolder:
         marker = self.root / RUN_MARKER
         if self.root.exists() and any(self.root.iterdir()):
             if not marker.exists():
-                raise RunFolderError(f"{self.root}: exists and is not a cosingan-monai run folder; choose another --out")
+                raise RunFolderError(f"{self.root}: exists and is not a cosingan-monai run folder; pick another --out")
             if force:
                 shutil.rmtree(self.root)
             elif not resume:

@@ -44,7 +44,7 @@ def test_refuses_foreign_folder_even_with_force(tmp_path):
 def test_failed_stage_leaves_no_manifest(tmp_path):
     run = RunFolder(tmp_path / "run")
     with pytest.raises(ZeroDivisionError), run.stage("train_gan", echo=lambda *_: None):
-        1 / 0
+        raise ZeroDivisionError("simulated crash inside the stage")
     assert run.manifest("train_gan") is None
 
 
