@@ -14,6 +14,7 @@ LEFT, RIGHT = 1, 2
 
 BODY_HU = -500.0  # tissue vs air; padding (-2048, -1024 ...) and outside air fall below
 AIR_HU = -400.0  # lung parenchyma (-900..-700) and most ground-glass (-700..-400) fall below
+GAS_HU = -950.0  # median HU of pure gas (bowel, stomach, trachea); aerated lung has a higher median
 DEFAULT_SPACING = (0.75, 0.75, 5.0)  # mm, the project's assumption for PNG slices (CONVENTIONS.md)
 
 
@@ -80,10 +81,29 @@ def _closing_mm(mask2d: np.ndarray, radius_mm: float, sampling: tuple[float, flo
     return out
 
 
+def _fill_holes_framed(mask: np.ndarray, min_edge_cover: float = 0.3) -> np.ndarray:
+    """Fill holes in a 2D mask, treating image edges the mask mostly covers as closed.
+
+    Cropped exports (the body fills the frame) would otherwise leave lungs that touch the image edge unfilled.
+    """
+    frame = [mask[0].mean(), mask[-1].mean(), mask[:, 0].mean(), mask[:, -1].mean()]
+    padded = np.pad(mask, 1)
+    if frame[0] >= min_edge_cover:
+        padded[0, :] = True
+    if frame[1] >= min_edge_cover:
+        padded[-1, :] = True
+    if frame[2] >= min_edge_cover:
+        padded[:, 0] = True
+    if frame[3] >= min_edge_cover:
+        padded[:, -1] = True
+    return ndi.binary_fill_holes(padded)[1:-1, 1:-1]
+
+
 def body_mask(hu: np.ndarray, threshold: float = BODY_HU, spacing: tuple[float, ...] | None = None) -> np.ndarray:
     """Boolean patient-body mask per axial slice: tissue above `threshold`, largest component, holes filled.
 
-    Air, scanner padding outside the scan circle and (mostly) the table are excluded; the lungs are inside.
+    Air, scanner padding outside the scan circle and (mostly) the table are excluded; the lungs are inside, also
+    when the body fills the frame and the lungs touch the image edge.
     """
     arr = _check(hu)
     sp = _spacing(spacing, 2)
@@ -97,59 +117,21 @@ def body_mask(hu: np.ndarray, threshold: float = BODY_HU, spacing: tuple[float, 
             continue
         opened = ndi.binary_opening(tissue, structure=_disk(open_px))
         body = _largest_component(opened if opened.any() else tissue)
-        body = ndi.binary_fill_holes(body)
-        out[:, :, z] = body
+        out[:, :, z] = _fill_holes_framed(body)
     return out[..., 0] if arr.ndim == 2 else out
 
 
-def _air_components(air: np.ndarray, body: np.ndarray) -> tuple[np.ndarray, int]:
-    """Label the air components inside the body that do not touch the body outline (outside air, skin folds)."""
-    lab, n = ndi.label(air, structure=ndi.generate_binary_structure(3, 1))
-    if n == 0:
-        return lab, 0
-    # voxels just outside the body, per slice: components touching them are outside air leaking in
-    rim = np.zeros_like(body)
-    for z in range(body.shape[2]):
-        rim[:, :, z] = ndi.binary_dilation(body[:, :, z], iterations=2) & ~ndi.binary_erosion(body[:, :, z])
-    touching = np.unique(lab[rim & air])
-    lab[np.isin(lab, touching[touching > 0])] = 0
-    return lab, n
-
-
-def _split_touching(lung: np.ndarray, body: np.ndarray) -> np.ndarray:
-    """Split one merged lung component into left (1) and right (2) per slice at the thinnest central column."""
-    out = np.zeros(lung.shape, np.uint8)
-    for z in range(lung.shape[2]):
-        m = lung[:, :, z]
-        if not m.any():
+def _inner_air(air: np.ndarray, body: np.ndarray) -> np.ndarray:
+    """Per slice, drop air islands touching the body outline (outside air, skin folds); image edges do not count."""
+    out = np.zeros_like(air)
+    for z in range(air.shape[2]):
+        a, b = air[:, :, z], body[:, :, z]
+        if not a.any():
             continue
-        lab, n = ndi.label(m)
-        if n >= 2:
-            sizes = np.bincount(lab.ravel())[1:]
-            order = np.argsort(sizes)[::-1]
-            if sizes[order[1]] >= 0.15 * sizes[order[0]]:
-                # two separate lungs in this slice: side by centroid x
-                a, b = (lab == order[0] + 1), (lab == order[1] + 1)
-                ca, cb = np.argwhere(a)[:, 0].mean(), np.argwhere(b)[:, 0].mean()
-                left, right = (a, b) if ca < cb else (b, a)
-                rest = m & ~left & ~right
-                out[:, :, z][left] = LEFT
-                out[:, :, z][right] = RIGHT
-                if rest.any():  # small pieces go to the nearer side of the split column
-                    mid = 0.5 * (ca + cb)
-                    xs = np.arange(m.shape[0])[:, None]
-                    out[:, :, z][rest & (xs < mid)] = LEFT
-                    out[:, :, z][rest & (xs >= mid)] = RIGHT
-                continue
-        # one blob: split at the column with the least lung, searched in the central third of the body
-        cols = m.sum(1)
-        bx = np.flatnonzero(body[:, :, z].any(1))
-        lo, hi = (bx[0], bx[-1]) if bx.size else (0, m.shape[0] - 1)
-        c0, c1 = int(lo + (hi - lo) / 3), int(lo + 2 * (hi - lo) / 3) + 1
-        mid = c0 + int(np.argmin(cols[c0:c1])) if c1 > c0 else (lo + hi) // 2
-        xs = np.arange(m.shape[0])[:, None]
-        out[:, :, z][m & (xs < mid)] = LEFT
-        out[:, :, z][m & (xs >= mid)] = RIGHT
+        rim = ~ndi.binary_erosion(b, iterations=2, border_value=1) & b
+        lab, n = ndi.label(a)
+        touching = np.unique(lab[rim & a])
+        out[:, :, z] = (lab > 0) & ~np.isin(lab, touching[touching > 0])
     return out
 
 
@@ -157,76 +139,110 @@ def auto_lung_mask(
     hu: np.ndarray,
     spacing: tuple[float, ...] | None = None,
     air_threshold: float = AIR_HU,
+    gas_hu: float = GAS_HU,
     closing_mm: float = 12.0,
-    min_lung_ml: float = 2.0,
+    min_fraction: float = 0.08,
 ) -> np.ndarray:
     """Label map of the lungs from HU alone: 0 background, 1 left lung (lower x), 2 right lung (higher x).
 
-    Vessels, ground-glass and consolidation inside or at the periphery of the lungs are included (per-slice
-    closing with a `closing_mm` disk and hole filling), the trachea and main bronchi are dropped where they show as
-    small air islands near the midline. Works on 2D (x, y) and 3D (x, y, z) arrays.
+    Air below `air_threshold` inside the body forms candidate components; pure-gas ones (median HU < gas_hu:
+    bowel, stomach, trachea, outside air) and those smaller than min_fraction of the largest are dropped.
+    Vessels, ground-glass and consolidation inside or at the periphery of the lungs are included (per-slice closing
+    with a `closing_mm` disk and hole filling). Works on 2D (x, y) and 3D (x, y, z) arrays.
     """
     arr = _check(hu).astype(np.float32, copy=False)
     sp = _spacing(spacing, arr.ndim)
     vol = _slices(arr)
-    sp3 = sp if arr.ndim == 3 else (sp[0], sp[1], DEFAULT_SPACING[2])
+    sp2 = (sp[0], sp[1])
     body = _slices(body_mask(arr, spacing=sp))
-    air = (vol < air_threshold) & body
-    lab, n = _air_components(air, body)
+    air = _inner_air((vol < air_threshold) & body, body)
     out = np.zeros(vol.shape, np.uint8)
+    lab, n = ndi.label(air, structure=ndi.generate_binary_structure(3, 2))
     if n == 0:
         return out[..., 0] if arr.ndim == 2 else out
-    voxel_ml = float(np.prod(sp3)) / 1000.0
-    sizes = np.bincount(lab.ravel(), minlength=n + 1).astype(float)
-    sizes[0] = 0
-    # lungs are the biggest air bodies; keep those comparable to the largest (drops bowel gas, small bubbles)
-    min_vox = max(min_lung_ml / voxel_ml if arr.ndim == 3 else 0.0, 0.1 * sizes.max())
-    if arr.ndim == 2:  # a single slice: area in cm^2 instead of volume
-        min_vox = max(1.0 / (sp[0] * sp[1] / 100.0), 0.1 * sizes.max())
-    keep = np.flatnonzero(sizes >= min_vox)
-    order = keep[np.argsort(sizes[keep])[::-1]][:2]
-    lung = np.isin(lab, order)
-    lung = _drop_airways(lung, body, sp)
-    if len(order) == 2 and _centroid_x(lab == order[0]) != _centroid_x(lab == order[1]):
-        a, b = (lab == order[0]) & lung, (lab == order[1]) & lung
-        left, right = (a, b) if _centroid_x(a) < _centroid_x(b) else (b, a)
-        out[left] = LEFT
-        out[right] = RIGHT
-        # a lung split into two 3D parts is unusual; sizes too different mean both lungs are in one component
-        if sizes[order[1]] < 0.15 * sizes[order[0]]:
-            out = _split_touching(lung, body)
-    else:
-        out = _split_touching(lung, body)
-    out = _fill_lungs(out, body, (sp3[0], sp3[1]), closing_mm)
+    idx = np.arange(1, n + 1)
+    sizes = ndi.sum_labels(np.ones_like(lab), lab, idx).astype(float)
+    medians = ndi.median(vol, lab, idx)
+    lunglike = medians >= gas_hu
+    if not lunglike.any():  # e.g. severe emphysema: fall back to size alone
+        lunglike[:] = True
+    big = sizes[lunglike].max()
+    min_vox = max(min_fraction * big, 1.0 / (sp2[0] * sp2[1] / 100.0))  # and at least ~1 cm^2
+    keep = idx[lunglike & (sizes >= min_vox)]
+    lung = np.isin(lab, keep)
+    lung = _drop_airways(lung, vol, sp2, gas_hu)
+    out = _assign_sides(np.where(lung, lab, 0), keep, body)
+    out = _fill_lungs(out, body, sp2, closing_mm)
     return out[..., 0] if arr.ndim == 2 else out
 
 
-def _centroid_x(mask: np.ndarray) -> float:
-    """Mean x index of a mask (nan if empty)."""
-    xs = np.nonzero(mask)[0]
-    return float(xs.mean()) if xs.size else float("nan")
+def _centre_x(body: np.ndarray) -> np.ndarray:
+    """Per-slice x centre of the body's extent (nan where the slice has no body)."""
+    c = np.full(body.shape[2], np.nan)
+    for z in range(body.shape[2]):
+        bx = np.flatnonzero(body[:, :, z].any(1))
+        if bx.size:
+            c[z] = 0.5 * (bx[0] + bx[-1])
+    return c
 
 
-def _drop_airways(lung: np.ndarray, body: np.ndarray, sp: tuple[float, ...]) -> np.ndarray:
-    """Remove per-slice air islands smaller than ~4 cm^2 lying near the body midline (trachea, main bronchi)."""
-    out = lung.copy()
-    px_cm2 = sp[0] * sp[1] / 100.0
+def _assign_sides(lab: np.ndarray, keep: np.ndarray, body: np.ndarray) -> np.ndarray:
+    """Side of each kept component by where its voxels lie relative to the body centre; straddlers are split."""
+    out = np.zeros(lab.shape, np.uint8)
+    centre = _centre_x(body)
+    centre = np.where(np.isnan(centre), body.shape[0] / 2, centre)
+    xs = np.arange(lab.shape[0])[:, None, None]
+    left_of = xs < centre[None, None, :]
+    merged = np.zeros(lab.shape, bool)
+    for i in keep:
+        comp = lab == i
+        frac_left = float((comp & left_of).sum()) / max(int(comp.sum()), 1)
+        if 0.2 <= frac_left <= 0.8:  # one component holding both lungs (touching lungs or joined by airways)
+            merged |= comp
+        else:
+            out[comp] = LEFT if frac_left > 0.5 else RIGHT
+    if merged.any():
+        split = _split_touching(merged, body)
+        out[merged] = split[merged]
+    return out
+
+
+def _split_touching(lung: np.ndarray, body: np.ndarray) -> np.ndarray:
+    """Split merged lungs into left (1) and right (2) per slice at the thinnest column of the central third."""
+    out = np.zeros(lung.shape, np.uint8)
+    centre = _centre_x(body)
+    xs = np.arange(lung.shape[0])[:, None]
     for z in range(lung.shape[2]):
         m = lung[:, :, z]
         if not m.any():
             continue
         bx = np.flatnonzero(body[:, :, z].any(1))
-        if bx.size == 0:
-            continue
-        centre, width = 0.5 * (bx[0] + bx[-1]), bx[-1] - bx[0] + 1
-        lab, n = ndi.label(m)
+        lo, hi = (bx[0], bx[-1]) if bx.size else (0, m.shape[0] - 1)
+        c0, c1 = int(lo + (hi - lo) / 3), int(lo + 2 * (hi - lo) / 3) + 1
+        cols = m.sum(1)
+        if c1 > c0:
+            cand = np.flatnonzero(cols[c0:c1] == cols[c0:c1].min()) + c0
+            mid = int(cand[np.argmin(np.abs(cand - centre[z]))]) if not np.isnan(centre[z]) else int(cand[0])
+        else:
+            mid = (lo + hi) // 2
+        out[:, :, z][m & (xs < mid)] = LEFT
+        out[:, :, z][m & (xs >= mid)] = RIGHT
+    return out
+
+
+def _drop_airways(lung: np.ndarray, vol: np.ndarray, sp2: tuple[float, float], gas_hu: float) -> np.ndarray:
+    """Remove per-slice pure-gas islands under ~6 cm^2 (trachea, main bronchi joined to the lungs in 3D)."""
+    out = lung.copy()
+    px_cm2 = sp2[0] * sp2[1] / 100.0
+    for z in range(lung.shape[2]):
+        lab, n = ndi.label(lung[:, :, z])
         if n < 2:
             continue
-        for i in range(1, n + 1):
-            comp = lab == i
-            area = comp.sum() * px_cm2
-            if area < 4.0 and abs(_centroid_x(comp) - centre) < 0.12 * width:
-                out[:, :, z][comp] = False
+        idx = np.arange(1, n + 1)
+        areas = ndi.sum_labels(np.ones_like(lab), lab, idx) * px_cm2
+        meds = ndi.median(vol[:, :, z], lab, idx)
+        drop = idx[(areas < 6.0) & (meds < gas_hu)]
+        out[:, :, z][np.isin(lab, drop)] = False
     return out
 
 
@@ -234,16 +250,13 @@ def _fill_lungs(lab: np.ndarray, body: np.ndarray, sp2: tuple[float, float], clo
     """Per slice and per lung: closing with a closing_mm disk and hole filling, kept inside the body."""
     out = lab.copy()
     for z in range(lab.shape[2]):
-        filled = {}
         for side in (LEFT, RIGHT):
             m = lab[:, :, z] == side
             if not m.any():
                 continue
             m = _closing_mm(m, closing_mm, sp2) if closing_mm > 0 else m
-            filled[side] = ndi.binary_fill_holes(m) & body[:, :, z]
-        for side, m in filled.items():
-            other = lab[:, :, z] == (RIGHT if side == LEFT else LEFT)
-            out[:, :, z][m & ~other & (out[:, :, z] == 0)] = side
+            m = ndi.binary_fill_holes(m) & body[:, :, z]
+            out[:, :, z][m & (out[:, :, z] == 0)] = side
     return out
 
 

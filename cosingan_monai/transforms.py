@@ -17,18 +17,10 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform, ScaleIntensityRanged
 from monai.utils import convert_to_dst_type, ensure_tuple_rep
 
+from cosingan_monai.io import WINDOW_HU, windowed_to_hu
 from cosingan_monai.lungmask import auto_lung_mask, body_from_lungs, body_mask
 
-HU_MIN, HU_MAX = -1250.0, 250.0  # the network window (CONVENTIONS.md); 0-255 PNG exports use the same window
-
-try:  # io.py (written in parallel) owns the conversion; the formula below is the same convention
-    from cosingan_monai.io import windowed_to_hu
-except ImportError:  # pragma: no cover - only while io.py does not exist yet
-
-    def windowed_to_hu(x: Any) -> Any:
-        """Map 0-255 windowed intensities to HU: 0 -> -1250, 255 -> 250."""
-        return x / 255.0 * (HU_MAX - HU_MIN) + HU_MIN
-
+HU_MIN, HU_MAX = WINDOW_HU  # the network window (CONVENTIONS.md); 0-255 PNG exports use the same window
 
 # ----------------------------------------------------------------------------------------------- intensities
 
