@@ -488,6 +488,17 @@ def _same_grid(img: _Volume, lab: _Volume, image_path: Path, label_path: Path) -
         )
 
 
+def _left_right_swapped(label: np.ndarray) -> bool:
+    """True if label 1's mean x exceeds label 2's: in RAS the left lung (1) must have the lower x."""
+    centres = []
+    for value in (1, 2):
+        profile = (label == value).sum(axis=(1, 2))
+        if profile.sum() == 0:
+            return False
+        centres.append(float((profile * np.arange(profile.size)).sum() / profile.sum()))
+    return centres[0] > centres[1]
+
+
 def load_case(
     image: str | os.PathLike[str],
     label: str | os.PathLike[str] | None = None,
@@ -537,6 +548,11 @@ def load_case(
         raise CaseError(label_path, "lung mask is empty: no voxel has label 1, 2 or 3")
     if values == [0]:
         notes.append("label is all background: treated as infection-only with no infection")
+    if lkind == "lungs+infection" and _left_right_swapped(lab_data):
+        notes.append(
+            "label 1 (left lung) lies to the patient's right of label 2 (right lung): swapped labels, a wrong header "
+            "orientation, or not a COVID-19-CT-Seg label map (MedSeg NIfTI masks use 1 ground-glass, 2 consolidation)"
+        )
     case.label, case.label_kind, case.label_path = lab_data, lkind, label_path
     return case
 
@@ -549,12 +565,13 @@ _LABEL_DIRS: dict[str, tuple[str, ...]] = {
     "images": ("masks", "labels"),
     "imagestr": ("labelsTr",),
     "imagests": ("labelsTs",),
-    "rp_im": ("rp_msk",),
 }
+# MedSeg's NIfTI releases (tr_im/tr_mask, rp_im/rp_msk) are deliberately not matched: their masks use
+# 1 ground-glass, 2 consolidation, 3 effusion, which would be misread as lungs+infection (see data/README.md).
 
 
 def find_label(image_path: str | os.PathLike[str]) -> Path | None:
-    """Find the label of an image in the COVID-19-CT-Seg, MedSeg, MosMedData or imagesTr/labelsTr layouts."""
+    """Find the label of an image in the COVID-19-CT-Seg, MedSeg PNG, MosMedData or imagesTr/labelsTr layouts."""
     path = Path(image_path)
     stem, ext = _name_ext(path)
     parent = path.parent
@@ -568,8 +585,6 @@ def find_label(image_path: str | os.PathLike[str]) -> Path | None:
         candidates.append(parent.parent / sibling / path.name)
     if path.is_dir() and path.name.lower() == "images":
         candidates.append(parent / "masks")  # a folder of PNG slices
-    if "_im" in stem:  # MedSeg NIfTI: tr_im.nii.gz -> tr_mask.nii.gz
-        candidates.append(parent / f"{stem.replace('_im', '_mask')}{ext}")
     for ancestor in path.parents:  # MosMedData: studies/CT-1/study_0255.nii.gz -> masks/study_0255_mask.nii.gz
         if ancestor.name.lower() == "studies":
             candidates.append(ancestor.parent / "masks" / f"{stem}_mask{ext}")

@@ -318,6 +318,14 @@ def test_bad_input_raises_case_error_naming_file(tmp_path: Path, name: str) -> N
     assert problem in err.problem, err.problem
 
 
+def test_left_right_swap_is_noted(tmp_path: Path) -> None:
+    """A lungs+infection label whose 1 lies at higher x than its 2 loads, with a note; the right way round, none."""
+    image, label = _with_label(tmp_path, lung_label()[::-1].copy())
+    assert any("left lung" in n for n in load_case(image, label).notes)
+    image, label = _with_label(tmp_path, lung_label())
+    assert not any("left lung" in n for n in load_case(image, label).notes)
+
+
 def test_all_zero_label_is_infection_only_without_infection(tmp_path: Path) -> None:
     """An all-background label is accepted as infection-only (no lesion) and noted, not rejected."""
     image, label = _with_label(tmp_path, np.zeros((12, 10, 4), np.uint8))
@@ -404,7 +412,8 @@ def _touch(path: Path) -> Path:
             ["MosMed/masks/study_0255_mask.nii.gz"],
             "MosMed/masks/study_0255_mask.nii.gz",
         ),
-        ("medseg_nii/tr_im.nii.gz", ["medseg_nii/tr_mask.nii.gz"], "medseg_nii/tr_mask.nii.gz"),
+        # MedSeg NIfTI masks use other classes (1 ground-glass, 2 consolidation, 3 effusion): never auto-matched
+        ("medseg_nii/tr_im.nii.gz", ["medseg_nii/tr_mask.nii.gz"], None),
         ("loose/ct.nii.gz", ["loose/other.nii.gz"], None),
     ],
 )
@@ -485,3 +494,28 @@ def test_label_map_converts_infection_only(tmp_path: Path) -> None:
     s = summarize(case)
     assert s["lung_source"] == "auto_lung_mask"
     assert s["infection_percent_of_lung"] == pytest.approx(100 * 24 / int((lmap > 0).sum()))
+
+
+@pytest.mark.shared
+def test_real_lobes_left_lung_has_lower_x_even_when_stored_lps(shared_data: Path, tmp_path: Path) -> None:
+    """TotalSegmentator lobes as a 1/2 label: left lung at low x in RAS, also after storing both files as LPS."""
+    ct = nib.load(str(shared_data / "real-ct" / "totalseg_example_ct_sm.nii.gz"))
+    seg = np.asanyarray(nib.load(str(shared_data / "real-ct" / "totalseg_example_seg.nii.gz")).dataobj)
+    lab = np.zeros(seg.shape, np.uint8)
+    lab[(seg == 10) | (seg == 11)] = 1  # left upper/lower lobes
+    lab[(seg >= 12) & (seg <= 14)] = 2  # right upper/middle/lower lobes
+    flip = np.diag([-1.0, -1.0, 1.0, 1.0])
+    flip[:2, 3] = [s - 1 for s in seg.shape[:2]]
+    lps_affine = ct.affine @ flip  # same world grid, stored with x and y reversed
+    hu = np.asarray(ct.dataobj)
+    for name, img, lbl, aff in [("ras", hu, lab, ct.affine), ("lps", hu[::-1, ::-1], lab[::-1, ::-1], lps_affine)]:
+        case = load_case(
+            write_nifti(tmp_path / f"{name}_ct.nii.gz", np.ascontiguousarray(img), aff),
+            write_nifti(tmp_path / f"{name}_lab.nii.gz", np.ascontiguousarray(lbl), aff),
+        )
+        assert "".join(case.original_axcodes) == ("RAS" if name == "ras" else "LPS")
+        np.testing.assert_array_equal(case.label, lab)
+        assert case.label_kind == "lungs+infection"
+        assert not any("left lung" in n for n in case.notes)
+        xs = [np.nonzero(case.label == v)[0].mean() for v in (1, 2)]
+        assert xs[0] < xs[1]
