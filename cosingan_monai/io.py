@@ -88,6 +88,7 @@ class Case:
         """The label in COVID-19-CT-Seg convention (0 bg, 1 left, 2 right, 3 infection), or None without a label.
 
         Infection-only labels become 3 on top of the automatic lung mask, as CONVENTIONS.md prescribes.
+        A lungs+infection label is returned as is (not a copy): do not modify it.
         """
         if self.label is None:
             return None
@@ -643,36 +644,22 @@ def summarize(case: Case) -> dict[str, Any]:
     }
     if case.intensity_kind == "windowed":
         summary["intensity_hu"] = {k: float(windowed_to_hu(v)) for k, v in intensity.items()}
-    if case.label is not None:
+    voxel_ml = float(np.prod(case.spacing)) / 1000.0
+    if case.label is None:  # show where the automatic lung mask finds lungs: what slice selection will use
+        from cosingan_monai.lungmask import auto_lung_mask
+
+        lung = np.asarray(auto_lung_mask(case.hu(), case.spacing)) > 0
+        summary["lung_source"] = "auto_lung_mask"
+    else:
         values, counts = np.unique(case.label, return_counts=True)
         summary["label_values"] = {str(int(v)): int(c) for v, c in zip(values, counts, strict=True)}
-
-    if case.label_kind == "lungs+infection":
-        lmap, summary["lung_source"] = case.label, "label"
-    else:  # infection-only or no label: the lungs come from the automatic lung mask
-        try:
-            from cosingan_monai.lungmask import auto_lung_mask
-        except ModuleNotFoundError as exc:
-            if exc.name != "cosingan_monai.lungmask":
-                raise
-            summary["notes"].append("automatic lung mask unavailable (cosingan_monai.lungmask missing)")
-            lmap = None
-        else:
-            lmap = np.asarray(auto_lung_mask(case.hu(), case.spacing), dtype=np.uint8).copy()
-            if case.label is not None:
-                lmap[case.label == 1] = 3
-            summary["lung_source"] = "auto_lung_mask"
-
-    voxel_ml = float(np.prod(case.spacing)) / 1000.0
-    if lmap is not None:
-        lung = lmap > 0
-        summary["slices_with_lung"] = _ranges(_slices_with(lung))
-        summary["lung_volume_ml"] = float(lung.sum()) * voxel_ml
-    if case.label is not None:
+        lung = case.label_map() > 0  # infection counts as lung tissue
+        summary["lung_source"] = "label" if case.label_kind == "lungs+infection" else "auto_lung_mask"
         infection = case.label == (3 if case.label_kind == "lungs+infection" else 1)
+        n_lung, n_inf = int(lung.sum()), int(infection.sum())
         summary["slices_with_infection"] = _ranges(_slices_with(infection))
-        summary["infection_volume_ml"] = float(infection.sum()) * voxel_ml
-        if lmap is not None:
-            n_lung = int((lmap > 0).sum())
-            summary["infection_percent_of_lung"] = 100.0 * float(infection.sum()) / n_lung if n_lung else None
+        summary["infection_volume_ml"] = n_inf * voxel_ml
+        summary["infection_percent_of_lung"] = 100.0 * n_inf / n_lung if n_lung else None
+    summary["slices_with_lung"] = _ranges(_slices_with(lung))
+    summary["lung_volume_ml"] = float(lung.sum()) * voxel_ml
     return summary

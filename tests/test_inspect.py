@@ -171,8 +171,6 @@ def test_inspect_real_medseg_windowed_infection_only(shared_data: Path) -> None:
     assert s["label"].endswith("masks/medseg_0003.png")
     assert s["label_values"]["1"] == n_inf
     assert s["infection_volume_ml"] == pytest.approx(n_inf * 0.75 * 0.75 * 5.0 / 1000)
-    if s["lung_source"] is None:
-        pytest.skip("cosingan_monai.lungmask not available yet")
     assert s["lung_source"] == "auto_lung_mask"
     pct = s["infection_percent_of_lung"]
     assert 0 < pct < 100

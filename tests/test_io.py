@@ -480,7 +480,6 @@ def test_summarize_lungs_and_infection(tmp_path: Path) -> None:
 
 def test_label_map_converts_infection_only(tmp_path: Path) -> None:
     """An infection-only label becomes 3 on top of the automatic lung mask (COVID-19-CT-Seg convention)."""
-    pytest.importorskip("cosingan_monai.lungmask")
     hu = np.full((40, 40, 1), 40, np.int16)  # soft tissue body ...
     hu[6:18, 8:32] = -850  # ... with a left lung (low x)
     hu[22:34, 8:32] = -850  # ... and a right lung
