@@ -1,0 +1,145 @@
+"""Tests for the synthetic chest CT phantom: determinism, HU per tissue, label geometry, speed, writer and CLI."""
+
+from __future__ import annotations
+
+import time
+
+import nibabel as nib
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from cosingan_monai.cli import main
+from cosingan_monai.phantom import (
+    IMAGE_DIR,
+    INFECTION,
+    INFECTION_DIR,
+    LABEL_DIR,
+    LEFT_LUNG,
+    LUNG_DIR,
+    RIGHT_LUNG,
+    PhantomCase,
+    Tissue,
+    make_phantom_case,
+    write_phantom_dataset,
+)
+
+SMALL = {"size": 64, "slices": 16}
+
+
+@pytest.fixture(scope="module")
+def full_case() -> tuple[PhantomCase, float]:
+    """One default-size (256x256x48) infected case and the seconds it took."""
+    t0 = time.perf_counter()
+    case = make_phantom_case(1)
+    return case, time.perf_counter() - t0
+
+
+def test_generation_time_and_geometry(full_case):
+    case, seconds = full_case
+    print(f"phantom 256x256x48 generated in {seconds:.2f} s")
+    assert seconds < 5.0
+    assert case.image.shape == (256, 256, 48) and case.image.dtype == np.float32
+    assert case.label.shape == (256, 256, 48) and case.label.dtype == np.uint8
+    spacing = np.diag(case.affine)[:3]
+    assert np.allclose(case.affine[:3, :3], np.diag(spacing)) and np.all(spacing > 0)  # RAS, diagonal
+    assert 330 < spacing[0] * 256 < 370 and spacing[2] == pytest.approx(5.0)
+    assert set(np.unique(case.label)) == {0, LEFT_LUNG, RIGHT_LUNG, INFECTION}
+
+
+def test_hu_per_tissue(full_case):
+    case, _ = full_case
+    img, lab, tis = case.image, case.label, case.tissue
+
+    def median(mask: np.ndarray) -> float:
+        assert mask.sum() > 100
+        return float(np.median(img[mask]))
+
+    assert -900 <= median((lab == LEFT_LUNG) | (lab == RIGHT_LUNG)) <= -750
+    assert -750 <= median(lab == INFECTION) <= -100
+    assert median(tis == Tissue.AIR) < -900  # air outside the body
+    assert -130 <= median(tis == Tissue.FAT) <= -70
+    soft = (tis == Tissue.SOFT) | (tis == Tissue.HEART) | (tis == Tissue.VESSEL) | (tis == Tissue.ABDOMEN)
+    assert 0 <= median(soft) <= 60
+    assert 0 <= median(tis == Tissue.HEART) <= 60
+    assert 350 <= median(tis == Tissue.BONE_CORTEX) <= 1000
+    assert np.count_nonzero(img > 300) > 5000  # bone is present
+    assert median(tis == Tissue.AIRWAY) < -600
+
+
+def test_labels_left_right_and_infection_inside_lungs(full_case):
+    case, _ = full_case
+    xs = np.arange(case.label.shape[0])[:, None, None]
+    x_left = np.broadcast_to(xs, case.label.shape)[case.label == LEFT_LUNG].mean()
+    x_right = np.broadcast_to(xs, case.label.shape)[case.label == RIGHT_LUNG].mean()
+    assert x_left < x_right  # RAS: x grows towards patient right, so the left lung has the lower x
+    assert 0.01 <= case.infection_fraction <= 0.4
+    healthy = make_phantom_case(1, healthy=True)
+    assert not (healthy.label == INFECTION).any() and healthy.healthy
+    # same seed, same anatomy: the lung region is identical and the infection lies inside it
+    np.testing.assert_array_equal(healthy.label > 0, case.label > 0)
+    lung_side = healthy.label[case.label == INFECTION]
+    assert np.all((lung_side == LEFT_LUNG) | (lung_side == RIGHT_LUNG))
+    # infected voxels are denser than the same voxels in the healthy twin (ground glass / consolidation)
+    inf = case.label == INFECTION
+    assert np.median(case.image[inf] - healthy.image[inf]) > 150
+
+
+def test_deterministic_and_varied():
+    a, b = make_phantom_case(7, **SMALL), make_phantom_case(7, **SMALL)
+    np.testing.assert_array_equal(a.image, b.image)
+    np.testing.assert_array_equal(a.label, b.label)
+    c = make_phantom_case(8, **SMALL)
+    assert not np.array_equal(a.label, c.label)
+    assert np.abs(a.image - c.image).mean() > 20
+    burdens = [make_phantom_case(s, **SMALL).infection_fraction for s in range(10, 16)]
+    assert all(0.003 < f < 0.5 for f in burdens) and max(burdens) > 2 * min(burdens)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="size"):
+        make_phantom_case(0, size=8)
+    with pytest.raises(ValueError, match="slices"):
+        make_phantom_case(0, slices=0)
+
+
+def test_write_dataset_layout_roundtrip_and_resume(tmp_path):
+    pairs = write_phantom_dataset(tmp_path, cases=3, seed=5, healthy_fraction=0.34, **SMALL)
+    assert [p.name for p, _ in pairs] == ["phantom_000.nii.gz", "phantom_001.nii.gz", "phantom_002.nii.gz"]
+    for sub in (IMAGE_DIR, LABEL_DIR, LUNG_DIR, INFECTION_DIR):
+        assert sorted(f.name for f in (tmp_path / sub).iterdir()) == [p.name for p, _ in pairs]
+    img_path, lab_path = pairs[1]
+    case = make_phantom_case(6, **SMALL)  # case i uses seed + i
+    img = nib.load(img_path)
+    assert img.get_data_dtype() == np.int16 and nib.aff2axcodes(img.affine) == ("R", "A", "S")
+    np.testing.assert_allclose(img.affine, case.affine, atol=1e-4)
+    np.testing.assert_array_equal(np.asarray(img.dataobj), np.rint(case.image).astype(np.int16))
+    lab = np.asarray(nib.load(lab_path).dataobj)
+    np.testing.assert_array_equal(lab, case.label)
+    lung = np.asarray(nib.load(tmp_path / LUNG_DIR / lab_path.name).dataobj)
+    inf = np.asarray(nib.load(tmp_path / INFECTION_DIR / lab_path.name).dataobj)
+    np.testing.assert_array_equal(inf, (case.label == INFECTION).astype(np.uint8))
+    np.testing.assert_array_equal(lung > 0, case.label > 0)  # lung mask covers the infection too
+    assert set(np.unique(lung)) <= {0, LEFT_LUNG, RIGHT_LUNG}
+    # healthy_fraction 0.34 over 3 cases: exactly one healthy case (index 2)
+    healthy = [not np.any(np.asarray(nib.load(lp).dataobj) == INFECTION) for _, lp in pairs]
+    assert healthy == [False, False, True]
+    # resume: existing complete cases are kept (mtime unchanged), new ones added
+    before = lab_path.stat().st_mtime_ns
+    seen: list[bool] = []
+    write_phantom_dataset(tmp_path, 4, 5, on_case=lambda i, a, b, info: seen.append(info["skipped"]), **SMALL)
+    assert seen == [True, True, True, False] and lab_path.stat().st_mtime_ns == before
+    assert not list(tmp_path.rglob("*.tmp-*"))
+
+
+def test_cli(tmp_path):
+    res = CliRunner().invoke(
+        main, ["phantom", "--out", str(tmp_path), "--cases", "2", "--seed", "3", "--size", "64", "--slices", "16"]
+    )
+    assert res.exit_code == 0, res.output
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert len(lines) == 3 and "phantom_000.nii.gz" in lines[0] and "64x64x16" in lines[0] and "% of lung" in lines[0]
+    assert lines[-1].startswith("wrote 2 phantom cases")
+    assert (tmp_path / LABEL_DIR / "phantom_001.nii.gz").is_file()
+    bad = CliRunner().invoke(main, ["phantom", "--out", str(tmp_path), "--cases", "0"])
+    assert bad.exit_code != 0 and "cases" in bad.output
