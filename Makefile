@@ -4,7 +4,7 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint bench clean
+.PHONY: venv demo test lint bench clean label-venv label-serve test-label
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(VPY) || $(PY) -m venv $(VENV)
@@ -27,6 +27,41 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(VPY) benchmarks/bench_gan.py
+
+# --- MONAI Label (issue #6) ------------------------------------------------------------------------------------
+# MONAI Label 0.8.5 needs torch 2.14.1 + torchvision 0.29.1 (about 8 GB, CUDA build), so it gets its own venv.
+# The project goes in with --no-deps and then its own non-torch requirements, so its torch pin never fights.
+LVENV := .venv-label
+LPY := $(LVENV)/bin/python
+LSTAMP := $(LVENV)/.installed
+APP ?= $(RUN)/label_app
+PORT ?= 8000
+
+$(LSTAMP): setup.cfg
+	test -x $(LPY) || $(PY) -m venv $(LVENV)
+	$(LPY) -m pip install -q --upgrade pip
+	$(LPY) -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(LPY) -m pip install -q monailabel==0.8.5 pydicom==2.4.5 dicomweb-client==0.59.1 pynetdicom==2.1.1
+	$(LPY) -m pip install -q --no-deps -e .
+	$(LPY) -c "import configparser as c; p=c.ConfigParser(); p.read('setup.cfg'); \
+	print('\n'.join(r for r in p['options']['install_requires'].split() if not r.startswith('torch')))" \
+	  > $(LVENV)/project-requirements.txt
+	$(LPY) -m pip install -q -r $(LVENV)/project-requirements.txt \
+	  monailabel==0.8.5 pydicom==2.4.5 dicomweb-client==0.59.1 pynetdicom==2.1.1
+	touch $(LSTAMP)
+
+label-venv: $(LSTAMP)
+
+# Serve RUN's trained segmenters on 127.0.0.1:$(PORT) in the foreground; the app folder is built on first use only,
+# so labels saved from 3D Slicer into $(APP)/studies survive a restart.
+label-serve: $(STAMP) $(LSTAMP)
+	@test -n "$(RUN)" || { echo "usage: make label-serve RUN=runs/<your run> [APP=...] [PORT=8000]"; exit 2; }
+	test -f $(APP)/main.py || $(VENV)/bin/cosingan-monai label-app --run $(RUN) --out $(APP) --port $(PORT)
+	$(LPY) -m monailabel.main start_server --app $(APP) --studies $(APP)/studies \
+	  --conf models all --conf zoo_source github --host 127.0.0.1 --port $(PORT)
+
+test-label: $(STAMP) $(LSTAMP)
+	$(VPY) -m pytest -q -m label tests/test_label_server.py
 
 clean:
 	rm -rf $(VENV) data/phantom runs

@@ -10,6 +10,7 @@ import click
 COMMANDS: dict[str, str] = {
     "phantom": "cosingan_monai.commands.phantom:phantom",
     "inspect": "cosingan_monai.commands.inspect:inspect_case",
+    "label-app": "cosingan_monai.commands.label_app:label_app",
 }
 
 
