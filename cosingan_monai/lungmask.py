@@ -121,6 +121,24 @@ def body_mask(hu: np.ndarray, threshold: float = BODY_HU, spacing: tuple[float, 
     return out[..., 0] if arr.ndim == 2 else out
 
 
+def otsu_air_threshold(hu: np.ndarray, body: np.ndarray, lo: float = -450.0, hi: float = -250.0) -> float:
+    """Otsu threshold between aerated lung and soft tissue inside the body, clipped to [lo, hi] HU.
+
+    Adapts to ground-glass-heavy lungs and to PNG exports whose real window differs from the nominal one.
+    """
+    import SimpleITK as sitk
+
+    vals = np.clip(hu[body], -1024.0, 200.0).astype(np.float32)  # bone and padding would skew the histogram
+    if vals.size < 16 or vals.min() == vals.max():
+        return AIR_HU
+    otsu = sitk.OtsuThresholdImageFilter()
+    otsu.SetNumberOfHistogramBins(256)
+    otsu.SetInsideValue(0)
+    otsu.SetOutsideValue(1)
+    otsu.Execute(sitk.GetImageFromArray(vals[None, :]))
+    return float(np.clip(otsu.GetThreshold(), lo, hi))
+
+
 def _inner_air(air: np.ndarray, body: np.ndarray) -> np.ndarray:
     """Per slice, drop air islands touching the body outline (outside air, skin folds); image edges do not count."""
     out = np.zeros_like(air)
@@ -138,42 +156,60 @@ def _inner_air(air: np.ndarray, body: np.ndarray) -> np.ndarray:
 def auto_lung_mask(
     hu: np.ndarray,
     spacing: tuple[float, ...] | None = None,
-    air_threshold: float = AIR_HU,
+    air_threshold: float | None = None,
     gas_hu: float = GAS_HU,
-    closing_mm: float = 12.0,
+    closing_mm: float = 20.0,
     min_fraction: float = 0.08,
+    include: np.ndarray | None = None,
 ) -> np.ndarray:
     """Label map of the lungs from HU alone: 0 background, 1 left lung (lower x), 2 right lung (higher x).
 
-    Air below `air_threshold` inside the body forms candidate components; pure-gas ones (median HU < gas_hu:
-    bowel, stomach, trachea, outside air) and those smaller than min_fraction of the largest are dropped.
+    Air below `air_threshold` (default: otsu_air_threshold) inside the body forms candidate components; pure-gas
+    ones (median HU < gas_hu: bowel, stomach, trachea, outside air) and those smaller than min_fraction of the
+    largest are dropped.
     Vessels, ground-glass and consolidation inside or at the periphery of the lungs are included (per-slice closing
-    with a `closing_mm` disk and hole filling). Works on 2D (x, y) and 3D (x, y, z) arrays.
+    with a `closing_mm` disk and hole filling). `include` (same shape, e.g. an annotated infection mask) is known
+    lung: it joins the nearer lung before filling. Works on 2D (x, y) and 3D (x, y, z) arrays.
     """
     arr = _check(hu).astype(np.float32, copy=False)
     sp = _spacing(spacing, arr.ndim)
     vol = _slices(arr)
     sp2 = (sp[0], sp[1])
     body = _slices(body_mask(arr, spacing=sp))
-    air = _inner_air((vol < air_threshold) & body, body)
+    thr = otsu_air_threshold(vol, body) if air_threshold is None else float(air_threshold)
+    air = _inner_air((vol < thr) & body, body)
     out = np.zeros(vol.shape, np.uint8)
     lab, n = ndi.label(air, structure=ndi.generate_binary_structure(3, 2))
-    if n == 0:
+    extra = None
+    if include is not None:
+        extra = _slices(np.asarray(include).astype(bool))
+        if extra.shape != vol.shape:
+            raise ValueError(f"include mask shape {np.shape(include)} does not match image shape {arr.shape}")
+    if n == 0 and extra is None:
         return out[..., 0] if arr.ndim == 2 else out
-    idx = np.arange(1, n + 1)
-    sizes = ndi.sum_labels(np.ones_like(lab), lab, idx).astype(float)
-    medians = ndi.median(vol, lab, idx)
-    lunglike = medians >= gas_hu
-    if not lunglike.any():  # e.g. severe emphysema: fall back to size alone
-        lunglike[:] = True
-    big = sizes[lunglike].max()
-    min_vox = max(min_fraction * big, 1.0 / (sp2[0] * sp2[1] / 100.0))  # and at least ~1 cm^2
-    keep = idx[lunglike & (sizes >= min_vox)]
+    keep = _lung_components(lab, n, vol, gas_hu, min_fraction, 1.0 / (sp2[0] * sp2[1] / 100.0))
     lung = np.isin(lab, keep)
     lung = _drop_airways(lung, vol, sp2, gas_hu)
     out = _assign_sides(np.where(lung, lab, 0), keep, body)
+    if extra is not None:
+        out = _add_known_lung(out, extra & body, body)
     out = _fill_lungs(out, body, sp2, closing_mm)
     return out[..., 0] if arr.ndim == 2 else out
+
+
+def _lung_components(
+    lab: np.ndarray, n: int, vol: np.ndarray, gas_hu: float, min_fraction: float, min_vox: float
+) -> np.ndarray:
+    """Ids of the lung-like air components: median HU >= gas_hu and size >= min_fraction of the largest such."""
+    if n == 0:
+        return np.zeros(0, int)
+    idx = np.arange(1, n + 1)
+    sizes = ndi.sum_labels(np.ones_like(lab), lab, idx).astype(float)
+    lunglike = ndi.median(vol, lab, idx) >= gas_hu
+    if not lunglike.any():  # e.g. severe emphysema: fall back to size alone
+        lunglike[:] = True
+    floor = max(min_fraction * sizes[lunglike].max(), min_vox)
+    return idx[lunglike & (sizes >= floor)]
 
 
 def _centre_x(body: np.ndarray) -> np.ndarray:
@@ -204,6 +240,26 @@ def _assign_sides(lab: np.ndarray, keep: np.ndarray, body: np.ndarray) -> np.nda
     if merged.any():
         split = _split_touching(merged, body)
         out[merged] = split[merged]
+    return out
+
+
+def _add_known_lung(out: np.ndarray, extra: np.ndarray, body: np.ndarray) -> np.ndarray:
+    """Give each known-lung voxel the side of the nearest found lung in its slice (by body centre if none)."""
+    out = out.copy()
+    centre = _centre_x(body)
+    xs = np.arange(out.shape[0])[:, None]
+    for z in range(out.shape[2]):
+        add = extra[:, :, z] & (out[:, :, z] == 0)
+        if not add.any():
+            continue
+        sl = out[:, :, z]
+        if sl.any():
+            _, (ix, iy) = ndi.distance_transform_edt(sl == 0, return_indices=True)
+            sl[add] = sl[ix[add], iy[add]]
+        else:
+            c = centre[z] if not np.isnan(centre[z]) else out.shape[0] / 2
+            sl[add & (xs < c)] = LEFT
+            sl[add & (xs >= c)] = RIGHT
     return out
 
 
@@ -261,13 +317,17 @@ def _fill_lungs(lab: np.ndarray, body: np.ndarray, sp2: tuple[float, float], clo
 
 
 def body_from_lungs(
-    lung: np.ndarray, spacing: tuple[float, ...] | None = None, margin_mm: tuple[float, float] = (20.0, 30.0)
+    lung: np.ndarray,
+    spacing: tuple[float, ...] | None = None,
+    margin_mm: tuple[float, float] = (30.0, 40.0),
+    exponent: float = 2.5,
 ) -> np.ndarray:
     """A plausible boolean body region from a lung label map alone (no image), per axial slice.
 
-    Union of an ellipse around the lungs' bounding box (widened by margin_mm in x and y) and the lungs' convex hull
-    dilated by the x margin. Slices without lung copy the nearest slice that has one. Used when synthesizing from
-    bare label maps.
+    Union of a superellipse (|dx/ax|^p + |dy/ay|^p <= 1) around the lungs' bounding box widened by margin_mm in x
+    and y, and the lungs' convex hull dilated by the x margin. Slices without lung copy the nearest slice that has
+    one. Used when synthesizing from bare label maps. The defaults maximise the median Dice against body_mask on
+    real slices (0.92 over 24 slices of ../shared/data).
     """
     arr = _check(lung, "lung")
     sp = _spacing(spacing, 2)
@@ -282,7 +342,7 @@ def body_from_lungs(
         (x0, y0), (x1, y1) = px.min(0) * sp, px.max(0) * sp
         cx, cy = 0.5 * (x0 + x1), 0.5 * (y0 + y1)
         ax, ay = 0.5 * (x1 - x0) + margin_mm[0], 0.5 * (y1 - y0) + margin_mm[1]
-        ellipse = ((xs - cx) / ax) ** 2 + ((ys - cy) / ay) ** 2 <= 1.0
+        ellipse = np.abs((xs - cx) / ax) ** exponent + np.abs((ys - cy) / ay) ** exponent <= 1.0
         hull = _convex_hull_2d(m)
         near_hull = ndi.distance_transform_edt(~hull, sampling=sp) <= margin_mm[0]
         out[:, :, z] = ellipse | near_hull
@@ -294,19 +354,21 @@ def body_from_lungs(
 
 
 def _convex_hull_2d(mask: np.ndarray) -> np.ndarray:
-    """Filled convex hull of a 2D mask (scipy's Delaunay test; no scikit-image dependency)."""
-    from scipy.spatial import Delaunay, QhullError
+    """Filled convex hull of a 2D mask: pixel centres on the inner side of every qhull facet (no scikit-image)."""
+    from scipy.spatial import ConvexHull, QhullError
 
     pts = np.argwhere(mask)
     if len(pts) < 3:
         return mask.copy()
     lo, hi = pts.min(0), pts.max(0) + 1
     try:
-        tri = Delaunay(pts)
+        eq = ConvexHull(pts).equations  # rows (a, b, c): a*x + b*y + c <= 0 inside
     except QhullError:  # collinear points: the mask itself is its hull
         return mask.copy()
     gx, gy = np.mgrid[lo[0] : hi[0], lo[1] : hi[1]]
-    inside = tri.find_simplex(np.stack([gx.ravel(), gy.ravel()], 1)) >= 0
+    inside = np.ones(gx.shape, bool)
+    for a, b, c in eq:
+        inside &= a * gx + b * gy + c <= 1e-9
     out = np.zeros_like(mask, dtype=bool)
-    out[lo[0] : hi[0], lo[1] : hi[1]] = inside.reshape(gx.shape)
+    out[lo[0] : hi[0], lo[1] : hi[1]] = inside
     return out | mask
