@@ -116,7 +116,11 @@ def write_phantom_dataset(
     healthy_fraction: float = 0.2,
     on_case: Callable[[int, Path, Path, dict], None] | None = None,
 ) -> list[tuple[Path, Path]]:
-    """Write `cases` phantoms in the COVID-19-CT-Seg layout (HU int16 images, uint8 masks); returns (image, label)."""
+    """Write `cases` phantoms in the COVID-19-CT-Seg layout (HU int16 images, uint8 masks); returns (image, label).
+
+    Case i uses seed + i and is healthy when `_is_healthy(i, healthy_fraction)`, so adding cases never changes
+    earlier ones; cases whose four files exist are kept (resume). `on_case(i, image, label, info)` reports each case.
+    """
     from cosingan_monai.io import save_nifti
 
     if cases < 0:
@@ -134,8 +138,14 @@ def write_phantom_dataset(
         img_path, lab_path = paths[IMAGE_DIR], paths[LABEL_DIR]
         info: dict = {"index": i, "seed": seed + i, "healthy": _is_healthy(i, healthy_fraction)}
         if all(p.is_file() for p in paths.values()):
+            label = _load_label(lab_path)
+            if label.shape != (size, size, slices):
+                raise ValueError(
+                    f"{lab_path}: existing case has shape {label.shape}, not the requested {(size, size, slices)}; "
+                    "write to another folder or delete it"
+                )
             info["skipped"] = True
-            info.update(_label_stats(np.asarray(_load_label(lab_path))))
+            info.update(_label_stats(label))
         else:
             case = make_phantom_case(seed + i, size=size, slices=slices, healthy=info["healthy"])
             lung_mask = _lung_sides(case.label)
@@ -164,12 +174,14 @@ def _lung_sides(label: np.ndarray) -> np.ndarray:
 
 
 def _load_label(path: Path) -> np.ndarray:
+    """Read an existing label volume (to report on a kept case)."""
     import nibabel as nib
 
     return np.asarray(nib.load(str(path)).dataobj, dtype=np.uint8)
 
 
 def _label_stats(label: np.ndarray) -> dict:
+    """Shape and infected percentage of the lung, for the per-case report."""
     lung = int(np.count_nonzero(label))
     inf = int(np.count_nonzero(label == INFECTION))
     return {"shape": tuple(int(s) for s in label.shape), "infection_pct": 100.0 * inf / lung if lung else 0.0}

@@ -131,6 +131,8 @@ def test_write_dataset_layout_roundtrip_and_resume(tmp_path):
     write_phantom_dataset(tmp_path, 4, 5, on_case=lambda i, a, b, info: seen.append(info["skipped"]), **SMALL)
     assert seen == [True, True, True, False] and lab_path.stat().st_mtime_ns == before
     assert not list(tmp_path.rglob("*.tmp-*"))
+    with pytest.raises(ValueError, match="phantom_000.nii.gz.*shape"):  # never mix sizes in one data set
+        write_phantom_dataset(tmp_path, 1, 5, size=48, slices=16)
 
 
 def test_cli(tmp_path):
@@ -144,3 +146,6 @@ def test_cli(tmp_path):
     assert (tmp_path / LABEL_DIR / "phantom_001.nii.gz").is_file()
     bad = CliRunner().invoke(main, ["phantom", "--out", str(tmp_path), "--cases", "0"])
     assert bad.exit_code != 0 and "cases" in bad.output
+    mixed = CliRunner().invoke(main, ["phantom", "--out", str(tmp_path), "--cases", "1", "--size", "48"])
+    assert mixed.exit_code == 1 and "phantom_000.nii.gz" in mixed.output and "shape" in mixed.output
+    assert "Traceback" not in mixed.output

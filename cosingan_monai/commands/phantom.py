@@ -27,7 +27,8 @@ def phantom(out_dir: Path, cases: int, seed: int, size: int, slices: int, health
     """Synthetic chest CT volumes (NIfTI, HU) with lung and COVID-like infection labels; existing cases are kept."""
     from cosingan_monai.phantom import write_phantom_dataset
 
-    bar = tqdm(total=cases, unit="case", disable=cases < PROGRESS_MIN_CASES, leave=False)
+    # disable=None: tqdm hides the bar when stderr is not a terminal (logs, CI), keeping output clean
+    bar = tqdm(total=cases, unit="case", disable=True if cases < PROGRESS_MIN_CASES else None, leave=False)
 
     def report(i: int, image: Path, label: Path, info: dict) -> None:
         shape = "x".join(map(str, info["shape"]))
@@ -39,6 +40,8 @@ def phantom(out_dir: Path, cases: int, seed: int, size: int, slices: int, health
         pairs = write_phantom_dataset(
             out_dir, cases, seed, size=size, slices=slices, healthy_fraction=healthy_fraction, on_case=report
         )
+    except ValueError as exc:  # e.g. resuming into a folder holding cases of another size
+        raise click.ClickException(str(exc)) from exc
     finally:
         bar.close()
     click.echo(f"wrote {len(pairs)} phantom cases to {out_dir} (images, labels, lung and infection masks)")
