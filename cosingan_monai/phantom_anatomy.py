@@ -392,6 +392,26 @@ def mediastinal_organs(s: Scene) -> list[Organ]:
     ]
 
 
+def _arch_distance(s: Scene, asc: tuple, desc: tuple, on: np.ndarray) -> np.ndarray:
+    """In-plane distance to the aortic arch, a quadratic Bezier bulging left-anteriorly from the ascending to the
+    descending aorta (past the left of the trachea); +inf on slices where `on` is false."""
+    out = np.full(s.grid.shape, np.inf, np.float32)
+    ks = np.flatnonzero(on)
+    if len(ks) == 0:
+        return out
+    (ax, ay), (dx, dy) = asc, desc
+    ay, dy = np.asarray(ay)[ks], np.asarray(dy)[ks]
+    cx, cy = s.an.x_m - 22.0, ay - 2.0  # control point: left of the midline, level with the ascending aorta
+    pts = [
+        ((1 - u) ** 2 * ax + 2 * u * (1 - u) * cx + u * u * dx, (1 - u) ** 2 * ay + 2 * u * (1 - u) * cy + u * u * dy)
+        for u in np.linspace(0, 1, 7)
+    ]
+    x, y = s.x, s.y
+    d = np.min([seg_dist2d(x, y, p, q) for p, q in zip(pts[:-1], pts[1:], strict=True)], axis=0)
+    out[:, :, ks] = d
+    return out
+
+
 def paint_heart_and_mediastinum(s: Scene) -> None:
     """Mediastinal fat holding the organs, the aortic arch, and the heart with epicardial fat and pericardium."""
     an, cav, t1 = s.an, s.masks["cav"], s.t1
@@ -405,7 +425,7 @@ def paint_heart_and_mediastinum(s: Scene) -> None:
     frac = np.clip((y_front - s.y) / np.maximum(y_front - y_asc, 1), 0, 1)
     medi |= (np.abs(s.x - an.x_m - 4) < 8 + 22 * frac) & (s.y > y_asc) & (s.t > an.t_heart + 0.12)
     arch_t = ((t1 > an.t_arch - 0.02) & (t1 < an.t_arch + 0.045))[None, None]
-    arch_d = seg_dist2d(s.x, s.y, (an.x_m + 13, y_asc), (float(s.marks["x_desc"]), y_vb + 3))
+    arch_d = _arch_distance(s, (an.x_m + 13, y_asc), (float(s.marks["x_desc"]), y_vb + 3), arch_t[0, 0])
     medi |= (arch_d < an.r_aorta + 8) & arch_t
     # hila: lung roots at the level just below the carina, where bronchi and pulmonary vessels enter
     hil_t = (np.abs(t1 - (an.t_carina - 0.06)) < 0.05)[None, None]

@@ -68,6 +68,16 @@ def test_hu_per_tissue(full_case):
     assert median(tis == Tissue.AIRWAY) < -600
 
 
+def test_scanner_noise(full_case):
+    case, _, _ = full_case
+    air = case.image[:, -20:, :].astype(np.float64)  # the anterior rows lie outside the body: noise only
+    air -= air.mean()
+    assert 8.0 < air.std() < 27.0  # sampled 10-25 HU
+    corr_x = (air[1:] * air[:-1]).mean() / air.var()
+    corr_z = (air[:, :, 1:] * air[:, :, :-1]).mean() / air.var()
+    assert 0.2 < corr_x < 0.8 and abs(corr_z) < 0.1  # slightly correlated in-plane, independent slices
+
+
 def test_labels_left_right_and_infection_inside_lungs(full_case):
     case, _, _ = full_case
     xs = np.arange(case.label.shape[0])[:, None, None]
