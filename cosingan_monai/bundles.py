@@ -1,0 +1,307 @@
+"""Run the project's MONAI bundles programmatically: copy one into a run folder, run a workflow, export TorchScript.
+
+Presets are overlay files `configs/presets/<preset>.json` written against train.json (CONVENTIONS.md); for the
+other configs only the ids they define are applied, as `label_app.merged_config` does. Runs go through
+`monai.bundle` (`python -m monai.bundle run --args_file ...` in a subprocess by default, so each run starts clean
+and its log lands in BUNDLE/logs/), or in-process through `ConfigWorkflow` when the caller wants the live objects.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cosingan_monai.io import CaseError, atomic_write_path
+
+#: the repository's bundles/ folder (bundles are data, not Python: they are not part of the package).
+BUNDLES_DIR = Path(__file__).resolve().parents[1] / "bundles"
+#: workflow -> config files (relative to BUNDLE/configs) merged in this order before the preset and overrides.
+WORKFLOWS: dict[str, tuple[str, ...]] = {
+    "train": ("train.json",),
+    "evaluate": ("train.json", "evaluate.json"),
+    "inference": ("inference.json",),
+    "multi_gpu_train": ("train.json", "multi_gpu_train.json"),
+}
+#: workflow -> ConfigWorkflow type whose required properties must all be defined.
+WORKFLOW_TYPES: dict[str, str] = {
+    "train": "train",
+    "evaluate": "train",
+    "inference": "infer",
+    "multi_gpu_train": "train",
+}
+PRESETS: tuple[str, ...] = ("test", "demo", "full")
+#: folders a copy never takes from the source bundle (results of earlier runs).
+_RUN_OUTPUTS = ("models", "eval", "logs", "__pycache__")
+
+
+@dataclass
+class BundleRun:
+    """One finished bundle workflow: where it ran, what it was given, and the metrics its evaluator reported."""
+
+    bundle: Path
+    workflow: str
+    preset: str
+    args_file: Path
+    log_file: Path | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def bundle_source(name: str) -> Path:
+    """The repository copy of bundle `name`; CaseError when there is no such bundle."""
+    src = BUNDLES_DIR / name
+    if not (src / "configs" / "metadata.json").is_file():
+        known = (
+            sorted(p.name for p in BUNDLES_DIR.iterdir() if (p / "configs").is_dir()) if BUNDLES_DIR.is_dir() else []
+        )
+        raise CaseError(src, f"no such bundle (known: {', '.join(known) or 'none'})")
+    return src
+
+
+def copy_bundle(name: str, dest_root: str | os.PathLike[str], suffix: str = "") -> Path:
+    """Copy bundles/<name> to DEST_ROOT/<name><suffix> and return it; an existing copy keeps its models/ and eval/.
+
+    A fresh copy is assembled beside the target and renamed into place, so a crash never leaves half a bundle.
+    """
+    src = bundle_source(name)
+    dest = Path(dest_root) / f"{name}{suffix}"
+    ignore = shutil.ignore_patterns(*_RUN_OUTPUTS)
+    if dest.exists():  # refresh the configs and docs, keep trained weights and results
+        shutil.copytree(src, dest, ignore=ignore, dirs_exist_ok=True)
+        return dest
+    tmp = dest.with_name(f"{dest.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp, ignore=ignore)
+    os.replace(tmp, dest)
+    return dest
+
+
+def _read_json(path: Path) -> Any:
+    """Parse a JSON file; CaseError names the file when it is missing or malformed."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise CaseError(path, f"not readable JSON ({exc})") from exc
+
+
+def config_files(bundle: str | os.PathLike[str], workflow: str) -> list[Path]:
+    """The config files of `workflow` in BUNDLE/configs, checked to exist."""
+    if workflow not in WORKFLOWS:
+        raise ValueError(f"unknown workflow {workflow!r}; use one of {sorted(WORKFLOWS)}")
+    files = [Path(bundle) / "configs" / name for name in WORKFLOWS[workflow]]
+    for f in files:
+        if not f.is_file():
+            raise CaseError(f, f"missing: bundle {Path(bundle).name} has no {workflow} workflow")
+    return files
+
+
+def preset_overrides(bundle: str | os.PathLike[str], workflow: str, preset: str) -> dict[str, Any]:
+    """The preset overlay's id -> value pairs that apply to `workflow`'s configs ('full' = none, CONVENTIONS.md).
+
+    Ids whose parent the configs do not define (e.g. `train#...` for inference.json) are dropped: monai.bundle
+    cannot set them and they do not concern that workflow.
+    """
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; use one of {list(PRESETS)}")
+    overlay = Path(bundle) / "configs" / "presets" / f"{preset}.json"
+    if preset == "full" and not overlay.is_file():
+        return {}
+    values = _read_json(overlay)
+    if not isinstance(values, dict):
+        raise CaseError(overlay, "a preset overlay must be a JSON object of 'id': value pairs")
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config([str(f) for f in config_files(bundle, workflow)])
+    missing = object()
+    kept = {}
+    for key, value in values.items():
+        parent = key.rpartition("#")[0]
+        if not parent or parser.get(parent, missing) is not missing:
+            kept[key] = value
+    return kept
+
+
+def _write_args(bundle: Path, workflow: str, preset: str, overrides: Mapping[str, Any]) -> Path:
+    """Write BUNDLE/logs/<workflow>_args.json, the complete `monai.bundle run --args_file` arguments, and
+    BUNDLE/logs/<workflow>_preset.txt naming the preset they include (together, the record of the run)."""
+    configs = bundle / "configs"
+    args: dict[str, Any] = {
+        "config_file": [str(f) for f in config_files(bundle, workflow)],
+        "meta_file": str(configs / "metadata.json"),
+        "logging_file": str(configs / "logging.conf"),
+        "bundle_root": str(bundle),
+    }
+    args.update(preset_overrides(bundle, workflow, preset))
+    args.update(overrides)
+    path = bundle / "logs" / f"{workflow}_args.json"
+    with atomic_write_path(path) as tmp:
+        tmp.write_text(json.dumps(args, indent=1, default=str) + "\n")
+    with atomic_write_path(bundle / "logs" / f"{workflow}_preset.txt") as tmp:
+        tmp.write_text(preset + "\n")
+    return path
+
+
+def run_bundle(
+    bundle: str | os.PathLike[str],
+    workflow: str = "train",
+    preset: str = "full",
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    resume: bool = False,
+    in_process: bool = False,
+    nproc: int = 1,
+) -> BundleRun:
+    """Run `workflow` (train, evaluate, inference, multi_gpu_train) of a bundle folder with a preset and overrides.
+
+    `resume=True` passes the override `resume: true` (bundles that can resume read it). Subprocess runs log to
+    BUNDLE/logs/<workflow>.log and raise RuntimeError with the log's tail on failure; `nproc > 1` uses torchrun.
+    Returns the run record; `metrics` holds the evaluator's metrics (evaluate: also read from eval/metrics.csv).
+    """
+    root = Path(bundle).resolve()
+    extra = dict(overrides or {})
+    if resume:
+        extra.setdefault("resume", True)
+    args_file = _write_args(root, workflow, preset, extra)
+    record = BundleRun(root, workflow, preset, args_file)
+    if in_process:
+        record.metrics = _run_in_process(args_file, workflow)
+    else:
+        record.log_file = _run_subprocess(root, workflow, args_file, nproc)
+        output_dir = extra.get("output_dir", str(root / "eval"))
+        if workflow == "evaluate":
+            record.metrics = read_metrics(output_dir)
+    return record
+
+
+def _run_in_process(args_file: Path, workflow: str) -> dict[str, float]:
+    """Create, check, run and finalize a ConfigWorkflow from an args file; returns its evaluator's metrics."""
+    from monai.bundle import ConfigWorkflow
+
+    args = dict(_read_json(args_file))
+    config_file = args.pop("config_file")
+    wf = ConfigWorkflow(config_file=config_file, workflow_type=WORKFLOW_TYPES[workflow], **args)
+    wf.initialize()
+    missing = wf.check_properties()
+    if missing:
+        raise CaseError(config_file[0], f"bundle config lacks required ids {missing}")
+    wf.run()
+    metrics = _evaluator_metrics(wf)
+    wf.finalize()
+    return metrics
+
+
+def _evaluator_metrics(wf: Any) -> dict[str, float]:
+    """The scalar metrics of the workflow's evaluator after a run (validate#evaluator, else evaluator)."""
+    for key in ("validate#evaluator", "evaluator"):
+        if key in wf.parser:
+            engine = wf.parser.get_parsed_content(key)
+            return {k: float(v) for k, v in engine.state.metrics.items() if isinstance(v, (int, float))}
+    return {}
+
+
+def _run_subprocess(bundle: Path, workflow: str, args_file: Path, nproc: int) -> Path:
+    """`python -m monai.bundle run --args_file ...` (or torchrun) in the bundle folder; returns the log path."""
+    if nproc > 1:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", f"--nproc_per_node={nproc}"]
+        cmd += ["-m", "monai.bundle", "run", "--args_file", str(args_file)]
+    else:
+        cmd = [sys.executable, "-m", "monai.bundle", "run", "--args_file", str(args_file)]
+    log = bundle / "logs" / f"{workflow}.log"
+    with open(log, "w") as fh:
+        proc = subprocess.run(cmd, cwd=bundle, stdout=fh, stderr=subprocess.STDOUT, check=False)
+    if proc.returncode != 0:
+        tail = "".join(log.read_text(errors="replace").splitlines(keepends=True)[-25:])
+        raise RuntimeError(f"bundle {bundle.name} {workflow} failed (exit {proc.returncode}); log {log}:\n{tail}")
+    return log
+
+
+def read_metrics(output_dir: str | os.PathLike[str]) -> dict[str, float]:
+    """The metrics MetricsSaver wrote to OUTPUT_DIR/metrics.csv ('name,value' rows); {} when there is none."""
+    path = Path(output_dir) / "metrics.csv"
+    if not path.is_file():
+        return {}
+    out: dict[str, float] = {}
+    with open(path, newline="") as fh:
+        for row in csv.reader(fh, delimiter="," if "," in path.read_text() else "\t"):
+            if len(row) >= 2:
+                out[row[0]] = float(row[1])
+    return out
+
+
+def _recorded_overrides(bundle: Path, preset: str | None) -> tuple[str, dict[str, Any]]:
+    """The preset and the network-shaping overrides of the bundle's last training run (logs/train_args.json)."""
+    record = bundle / "logs" / "train_args.json"
+    if not record.is_file():
+        return preset or "full", {}
+    args = {k: v for k, v in _read_json(record).items() if k.startswith("network_def") or k == "num_classes"}
+    return preset or (bundle / "logs" / "train_preset.txt").read_text().strip(), args
+
+
+def export_torchscript(
+    bundle: str | os.PathLike[str],
+    preset: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    filename: str = "model.ts",
+) -> Path:
+    """Export BUNDLE/models/model.pt to TorchScript (monai.bundle ckpt_export of `network_def`), atomically.
+
+    Without `preset` the preset and network overrides recorded by the last training run are used, so the exported
+    network has the trained shape.
+    """
+    from monai.bundle import ckpt_export
+
+    root = Path(bundle).resolve()
+    preset_, recorded = _recorded_overrides(root, preset)
+    values = {**preset_overrides(root, "inference", preset_), **recorded, **dict(overrides or {})}
+    final = root / "models" / filename
+    tmp = final.with_name(f"{final.stem}.tmp-{os.getpid()}.ts")
+    try:
+        ckpt_export(
+            net_id="network_def",
+            filepath=str(tmp),
+            ckpt_file=str(root / "models" / "model.pt"),
+            meta_file=str(root / "configs" / "metadata.json"),
+            config_file=str(root / "configs" / "inference.json"),
+            bundle_root=str(root),
+            **values,
+        )
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return final
+
+
+def torchscript_max_diff(
+    bundle: str | os.PathLike[str],
+    input_shape: Sequence[int],
+    preset: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    filename: str = "model.ts",
+    seed: int = 0,
+) -> float:
+    """Max |TorchScript - eager| output difference on a random input of `input_shape` (checks an export)."""
+    import torch
+    from monai.bundle import ConfigParser
+
+    root = Path(bundle).resolve()
+    preset_, recorded = _recorded_overrides(root, preset)
+    parser = ConfigParser()
+    parser.read_config(str(root / "configs" / "inference.json"))
+    for key, value in {**preset_overrides(root, "inference", preset_), **recorded, **dict(overrides or {})}.items():
+        parser[key] = value
+    net = parser.get_parsed_content("network_def")
+    state = torch.load(root / "models" / "model.pt", map_location="cpu", weights_only=True)
+    net.load_state_dict(state["model"] if isinstance(state.get("model"), dict) else state)
+    net.eval()
+    scripted = torch.jit.load(str(root / "models" / filename), map_location="cpu")
+    x = torch.rand(*input_shape, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        return float((scripted(x) - net(x)).abs().max())

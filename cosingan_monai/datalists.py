@@ -1,0 +1,323 @@
+"""MONAI datalists for the downstream bundles from real data folders, with deterministic train/val/test splits.
+
+Two sources (CONVENTIONS.md): a COVID-19-CT-Seg folder of volumes (HU or 0-255 windowed, label maps 0-3), and a
+folder of PNG slices with infection-only masks (MedSeg: images/*.png + masks/*.png), whose lungs are found
+automatically. Outputs are NIfTI in HU with COVID-19-CT-Seg label maps, which is all the bundles ever read:
+volumes for covid_seg_3d (`datalist_3d.json`), axial slices for covid_seg_2d (`datalist.json`, entries carry
+`"infected"`) and for covid_slice_classifier (`datalist_cls.json`, `"label": 0|1`). Splits are made per case, so
+slices of one patient never straddle training and test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cosingan_monai.io import NIFTI_SUFFIXES, CaseError, atomic_write_path, find_label, load_case, save_nifti
+
+SPLITS: tuple[str, str, str] = ("training", "validation", "test")
+INFECTION = 3
+#: image folders of the layouts `find_volume_pairs` understands, in the order they are tried.
+IMAGE_DIRS: tuple[str, ...] = ("COVID-19-CT-Seg_20cases", "images", "imagesTr")
+#: split sizes: fractions (summing to 1) or counts per split.
+SplitSpec = Mapping[str, float] | Mapping[str, int]
+DEFAULT_FRACTIONS: dict[str, float] = {"training": 0.6, "validation": 0.2, "test": 0.2}
+
+Echo = Callable[[str], None]
+
+
+@dataclass
+class PreparedData:
+    """What a prepare_* call wrote: the datalist files by name and the number of entries per split."""
+
+    out_dir: Path
+    datalists: dict[str, Path] = field(default_factory=dict)
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------------------------ splitting
+
+
+def split_counts(n: int, spec: SplitSpec | None = None) -> dict[str, int]:
+    """Turn fractions or counts into per-split counts summing to n; training gets at least one item."""
+    spec = dict(DEFAULT_FRACTIONS if spec is None else spec)
+    unknown = set(spec) - set(SPLITS)
+    if unknown:
+        raise ValueError(f"unknown split names {sorted(unknown)}; use {list(SPLITS)}")
+    values = [spec.get(s, 0) for s in SPLITS]
+    if any(v < 0 for v in values):
+        raise ValueError(f"split sizes must be >= 0, got {spec}")
+    if all(float(v).is_integer() for v in values) and sum(values) > 1:
+        counts = [int(v) for v in values]
+        if sum(counts) > n:
+            raise ValueError(f"split counts {spec} need {sum(counts)} items but only {n} are available")
+    else:
+        total = float(sum(values))
+        if total <= 0:
+            raise ValueError(f"split fractions must not all be 0, got {spec}")
+        # validation and test are rounded, training takes the rest, so no item is lost or duplicated
+        counts = [0, *(int(round(n * v / total)) for v in values[1:])]
+        counts[0] = n - counts[1] - counts[2]
+    if n > 0 and counts[0] < 1:
+        raise ValueError(f"split {spec} leaves no training item out of {n}")
+    return dict(zip(SPLITS, counts, strict=True))
+
+
+def split_items(
+    items: Sequence[str], spec: SplitSpec | None = None, seed: int = 0, strata: Mapping[str, Any] | None = None
+) -> dict[str, list[str]]:
+    """Deterministically shuffle sorted `items` with `seed` and cut them into training/validation/test.
+
+    With `strata` (item -> group, e.g. infected or not) the groups are shuffled separately and interleaved, and
+    test then validation are cut first, so small held-out splits still see every group.
+    """
+    ordered = sorted(items)
+    counts = split_counts(len(ordered), spec)
+    rng = np.random.default_rng(seed)
+    if strata is None:
+        queue = [ordered[i] for i in rng.permutation(len(ordered))]
+    else:
+        groups: dict[Any, list[str]] = {}
+        for item in ordered:
+            groups.setdefault(strata[item], []).append(item)
+        keys = sorted(groups, key=str)
+        shuffled = [[groups[k][i] for i in rng.permutation(len(groups[k]))] for k in keys]
+        queue = [g[i] for i in range(max(map(len, shuffled), default=0)) for g in shuffled if i < len(g)]
+    out: dict[str, list[str]] = {}
+    start = 0
+    for name in ("test", "validation", "training"):
+        out[name] = sorted(queue[start : start + counts[name]])
+        start += counts[name]
+    return {name: out[name] for name in SPLITS}
+
+
+# --------------------------------------------------------------------------------------------- file helpers
+
+
+def _rel(path: Path, base: Path) -> str:
+    """`path` relative to the datalist folder when it lies inside it, else absolute (datalists stay movable)."""
+    path, base = path.resolve(), base.resolve()
+    return os.path.relpath(path, base) if base in path.parents else str(path)
+
+
+def write_datalist(path: str | os.PathLike[str], splits: Mapping[str, list[dict[str, Any]]]) -> Path:
+    """Write a MONAI datalist JSON ({"training": [...], ...}) atomically; returns its path."""
+    final = Path(path)
+    payload = {name: list(splits.get(name, [])) for name in SPLITS}
+    payload.update({k: v for k, v in splits.items() if k not in payload})
+    with atomic_write_path(final) as tmp:
+        tmp.write_text(json.dumps(payload, indent=1) + "\n")
+    return final
+
+
+def _case_name(path: Path) -> str:
+    """A file's name without its NIfTI/PNG suffix."""
+    name = path.name
+    for suffix in (*NIFTI_SUFFIXES, ".png"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
+def find_volume_pairs(root: str | os.PathLike[str]) -> list[tuple[Path, Path]]:
+    """(image, label) NIfTI pairs of a COVID-19-CT-Seg style folder (also images/labels, imagesTr/labelsTr)."""
+    base = Path(root)
+    if not base.is_dir():
+        raise CaseError(base, "dataset folder does not exist")
+    for folder in IMAGE_DIRS:
+        images = sorted(p for p in (base / folder).glob("*") if p.name.lower().endswith(NIFTI_SUFFIXES))
+        if not images:
+            continue
+        pairs = []
+        for image in images:
+            label = find_label(image)
+            if label is None:
+                raise CaseError(image, "has no label: expected a file of the same name in Lung_and_Infection_Mask/")
+            pairs.append((image, label))
+        return pairs
+    raise CaseError(
+        base, f"no NIfTI volumes found in any of {', '.join(IMAGE_DIRS)}/ (COVID-19-CT-Seg layout expected)"
+    )
+
+
+def find_png_pairs(root: str | os.PathLike[str]) -> list[tuple[Path, Path]]:
+    """(image, mask) pairs of a MedSeg-style folder: images/*.png with same-named masks/*.png."""
+    base = Path(root)
+    images = sorted((base / "images").glob("*.png"))
+    if not images:
+        raise CaseError(base, "no PNG slices in images/ (expected images/*.png and masks/*.png)")
+    pairs = []
+    for image in images:
+        mask = base / "masks" / image.name
+        if not mask.is_file():
+            raise CaseError(image, f"has no mask: {mask} is missing")
+        pairs.append((image, mask))
+    return pairs
+
+
+def _slice_affine(affine: np.ndarray, z: int) -> np.ndarray:
+    """The affine of axial slice z of a volume: same axes, origin moved to that slice."""
+    out = np.array(affine, dtype=np.float64, copy=True)
+    out[:3, 3] = affine[:3, :3] @ np.array([0.0, 0.0, float(z)]) + affine[:3, 3]
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ volumes
+
+
+def prepare_volumes(
+    root: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    split: SplitSpec | None = None,
+    seed: int = 0,
+    echo: Echo | None = None,
+) -> PreparedData:
+    """Write OUT/datalist_3d.json for a COVID-19-CT-Seg folder, split per case.
+
+    HU volumes with 0-3 label maps are referenced in place; windowed (0-255) images or infection-only labels are
+    converted to HU / 0-3 NIfTI under OUT/volumes/ first, since the bundles read HU and COVID-19-CT-Seg labels only.
+    """
+    out = Path(out_dir)
+    per_case: dict[str, dict[str, Any]] = {}
+    for image, label in find_volume_pairs(root):
+        case_name = _case_name(image)
+        case = load_case(image, label)
+        lab = case.label_map()
+        if case.intensity_kind != "hu" or case.label_kind != "lungs+infection":
+            image = save_nifti(case.hu(), case.affine, out / "volumes" / "images" / f"{case_name}.nii.gz")
+            label = save_nifti(lab, case.affine, out / "volumes" / "labels" / f"{case_name}.nii.gz", np.uint8)
+        per_case[case_name] = {
+            "image": _rel(image, out),
+            "label": _rel(label, out),
+            "infected": int((lab == INFECTION).any()),
+        }
+        if echo:
+            echo(f"{case_name}: {'converted' if str(image).startswith(str(out)) else 'referenced'}")
+    splits = split_items(list(per_case), split, seed, strata={k: v["infected"] for k, v in per_case.items()})
+    entries = {name: [per_case[c] for c in splits[name]] for name in SPLITS}
+    result = PreparedData(out)
+    result.datalists["datalist_3d"] = write_datalist(out / "datalist_3d.json", entries)
+    result.counts["datalist_3d"] = {s: len(v) for s, v in entries.items()}
+    return result
+
+
+# ------------------------------------------------------------------------------------------------- slices
+
+
+def _keep_slice(label2d: np.ndarray, min_lung_fraction: float) -> bool:
+    """A slice is used when its lungs (labels 1-3) cover at least `min_lung_fraction` of it."""
+    return float(np.count_nonzero(label2d)) >= min_lung_fraction * label2d.size
+
+
+def _write_slice(
+    out: Path, stem: str, hu2d: np.ndarray, label2d: np.ndarray, affine: np.ndarray, min_px: int
+) -> dict[str, Any]:
+    """Save one HU slice and its label as 2D NIfTI; returns its seg datalist entry."""
+    image = save_nifti(hu2d.astype(np.float32), affine, out / "slices" / "images" / f"{stem}.nii.gz")
+    label = save_nifti(label2d.astype(np.uint8), affine, out / "slices" / "labels" / f"{stem}.nii.gz", np.uint8)
+    infected = int(np.count_nonzero(label2d == INFECTION) >= max(min_px, 1))
+    return {"image": _rel(image, out), "label": _rel(label, out), "infected": infected}
+
+
+def _write_slice_datalists(out: Path, entries: dict[str, list[dict[str, Any]]], result: PreparedData) -> None:
+    """Write datalist.json (image/label/infected) and datalist_cls.json (image + label 0|1) for `entries`."""
+    cls = {s: [{"image": e["image"], "label": e["infected"]} for e in v] for s, v in entries.items()}
+    result.datalists["datalist"] = write_datalist(out / "datalist.json", entries)
+    result.datalists["datalist_cls"] = write_datalist(out / "datalist_cls.json", cls)
+    result.counts["datalist"] = {s: len(v) for s, v in entries.items()}
+    result.counts["datalist_cls_positive"] = {s: sum(e["infected"] for e in v) for s, v in entries.items()}
+
+
+def prepare_slices(
+    root: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    split: SplitSpec | None = None,
+    seed: int = 0,
+    min_lung_fraction: float = 0.01,
+    min_infection_px: int = 1,
+    stride: int = 1,
+    echo: Echo | None = None,
+) -> PreparedData:
+    """Extract the lung-bearing axial slices of a COVID-19-CT-Seg folder as 2D HU NIfTI; split per case.
+
+    Writes OUT/slices/{images,labels}/<case>_z###.nii.gz, OUT/datalist.json and OUT/datalist_cls.json. A slice is
+    infected when it holds at least `min_infection_px` infection pixels; every `stride`-th slice is used.
+    """
+    if stride < 1:
+        raise ValueError(f"stride must be >= 1, got {stride}")
+    out, min_px = Path(out_dir), min_infection_px
+    per_case: dict[str, list[dict[str, Any]]] = {}
+    infected: dict[str, int] = {}
+    for image, label in find_volume_pairs(root):
+        case_name = _case_name(image)
+        case = load_case(image, label)
+        hu, lab = case.hu(), case.label_map()
+        per_case[case_name] = [
+            _write_slice(out, f"{case_name}_z{z:03d}", hu[..., z], lab[..., z], _slice_affine(case.affine, z), min_px)
+            for z in range(0, hu.shape[2], stride)
+            if _keep_slice(lab[..., z], min_lung_fraction)
+        ]
+        infected[case_name] = int((lab == INFECTION).any())
+        if echo:
+            echo(f"{case_name}: {len(per_case[case_name])} slices")
+    splits = split_items(list(per_case), split, seed, strata=infected)
+    entries = {name: [e for c in splits[name] for e in per_case[c]] for name in SPLITS}
+    result = PreparedData(out)
+    _write_slice_datalists(out, entries, result)
+    return result
+
+
+def prepare_png_slices(
+    root: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    split: SplitSpec | None = None,
+    seed: int = 0,
+    min_infection_px: int = 1,
+    echo: Echo | None = None,
+) -> PreparedData:
+    """Convert a MedSeg-style PNG folder to 2D HU NIfTI slices with 0-3 labels (automatic lungs); split per slice.
+
+    Images are 0-255 windowed and become HU (io.windowed_to_hu); masks are infection-only and become label 3 on
+    top of `lungmask.auto_lung_mask`. Writes OUT/slices/..., OUT/datalist.json and OUT/datalist_cls.json.
+    """
+    out = Path(out_dir)
+    per_slice: dict[str, dict[str, Any]] = {}
+    for image, mask in find_png_pairs(root):
+        stem = _case_name(image)
+        case = load_case(image, mask, label_kind="infection-only")
+        hu, lab = case.hu(), case.label_map()
+        if lab is None or hu.shape[2] != 1:
+            raise CaseError(image, f"expected one slice with a mask, got shape {hu.shape}")
+        per_slice[stem] = _write_slice(out, stem, hu[:, :, 0], lab[:, :, 0], case.affine, min_infection_px)
+        if echo:
+            echo(f"{stem}: {int(np.count_nonzero(lab == INFECTION))} infection px")
+    splits = split_items(list(per_slice), split, seed, strata={k: v["infected"] for k, v in per_slice.items()})
+    entries = {name: [per_slice[s] for s in splits[name]] for name in SPLITS}
+    result = PreparedData(out)
+    _write_slice_datalists(out, entries, result)
+    return result
+
+
+def prepare_any(
+    source: str | os.PathLike[str], out_dir: str | os.PathLike[str], dims: int = 2, **kwargs: Any
+) -> PreparedData:
+    """Datalists from whatever `source` is: a PNG slice folder (2D only) or a COVID-19-CT-Seg folder (2D or 3D)."""
+    base = Path(source)
+    if dims not in (2, 3):
+        raise ValueError(f"dims must be 2 or 3, got {dims}")
+    if (base / "images").is_dir() and any((base / "images").glob("*.png")):
+        if dims == 3:
+            raise CaseError(base, "PNG slices cannot train a 3D model: give a folder of NIfTI volumes")
+        kwargs.pop("min_lung_fraction", None)
+        kwargs.pop("stride", None)
+        return prepare_png_slices(base, out_dir, **kwargs)
+    if dims == 3:
+        kwargs = {k: v for k, v in kwargs.items() if k in ("split", "seed", "echo")}
+        return prepare_volumes(base, out_dir, **kwargs)
+    return prepare_slices(base, out_dir, **kwargs)
