@@ -32,6 +32,13 @@ APP_CONFIGS: tuple[str, ...] = ("inference.json", "train.json")
 LABEL_FOLDERS = frozenset({"lung_and_infection_mask", "infection_mask", "lung_mask", "labels", "labelstr", "labelsts"})
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8000
 _MISSING = object()
+#: ids of a recorded training run that point into the run folder or are the run's own business.
+RUN_SPECIFIC_IDS = frozenset(
+    {
+        *("config_file", "meta_file", "logging_file", "args_file", "bundle_root", "device", "resume"),
+        *("dataset_dir", "datalist", "output_dir", "tensorboard_dir", "ckpt_dir", "train#trainer#max_epochs"),
+    }
+)
 
 
 def app_model_name(bundle: str) -> str:
@@ -126,25 +133,59 @@ def _read_json(path: Path) -> Any:
         raise CaseError(path, f"not readable JSON ({exc})") from exc
 
 
-def merged_config(config_file: Path, overlay: Path | None) -> dict[str, Any]:
-    """`config_file` with a preset overlay applied, as `monai.bundle run --config_file [base, overlay]` would.
+def _read_overrides(path: Path | None) -> dict[str, Any]:
+    """An overlay file's 'id': value pairs (None -> none)."""
+    if path is None:
+        return {}
+    values = _read_json(path)
+    if not isinstance(values, dict):
+        raise CaseError(path, "an overlay must be a JSON object of 'id': value pairs")
+    return values
 
-    Overlay ids whose parent is absent from this config (e.g. `train#...` ids for inference.json) are skipped,
-    since each preset is written against train.json and only the ids a config defines matter to it.
+
+@dataclass
+class BundleSettings:
+    """How a run trained a bundle: its preset and the id overrides to bake into the app's configs."""
+
+    preset: str
+    overrides: dict[str, Any]
+    source: str  # "given" (--preset), "recorded" (logs/train_args.json of the run) or "matched" (to model.pt)
+
+
+def recorded_settings(bundle: Path) -> BundleSettings | None:
+    """The settings `bundles.run_bundle` recorded for the bundle's training (logs/train_args.json + preset), if any.
+
+    Run-specific ids (paths into the run folder, the device, the epoch count) are left out: MONAI Label sets
+    bundle_root, device and max_epochs itself, and everything else derives from bundle_root.
+    """
+    record = bundle / "logs" / "train_args.json"
+    if not record.is_file():
+        return None
+    args = _read_overrides(record)
+    preset_file = bundle / "logs" / "train_preset.txt"
+    preset = preset_file.read_text().strip() if preset_file.is_file() else "unknown"
+    kept = {k: v for k, v in args.items() if k not in RUN_SPECIFIC_IDS}
+    return BundleSettings(preset, kept, "recorded")
+
+
+def merged_config(config_file: Path, overrides: dict[str, Any]) -> dict[str, Any]:
+    """`config_file` with id overrides applied, as `monai.bundle run --config_file [base, overlay]` would.
+
+    Ids whose parent is absent from this config (e.g. `train#...` ids for inference.json) are skipped, since
+    presets are written against train.json and only the ids a config defines matter to it.
     """
     from monai.bundle import ConfigParser
 
     parser = ConfigParser()
     parser.read_config(str(config_file))
-    if overlay is not None:
-        overrides = _read_json(overlay)
-        if not isinstance(overrides, dict):
-            raise CaseError(overlay, "a preset overlay must be a JSON object of 'id': value pairs")
-        for key, value in overrides.items():
-            parent, _, _ = key.rpartition("#")
-            if parser.get(parent or key, _MISSING) is not _MISSING:
-                parser[key] = value
-    return parser.config  # type: ignore[return-value]
+    for key, value in overrides.items():
+        parent, _, _ = key.rpartition("#")
+        if parser.get(parent or key, _MISSING) is not _MISSING:
+            parser[key] = value
+    config: dict[str, Any] = parser.config  # type: ignore[assignment]
+    if "_meta_" not in _read_json(config_file):
+        config.pop("_meta_", None)  # ConfigParser adds an empty _meta_; keep the file as its author wrote it
+    return config
 
 
 def load_state_dict(path: Path) -> dict[str, Any]:
@@ -173,23 +214,35 @@ def _network_fits(config: dict[str, Any], state: dict[str, Any]) -> bool:
     return mine == theirs
 
 
-def detect_preset(bundle: Path, preset: str = "auto") -> str:
-    """The preset the bundle's model.pt was trained with: `preset` if given (checked), else the one whose
-    network matches the checkpoint; ambiguous matches that configure inference differently are an error."""
+def bundle_settings(bundle: Path, preset: str = "auto") -> BundleSettings:
+    """The settings model.pt was trained with, checked against its weights.
+
+    `preset` names a preset overlay to use; "auto" takes the run's record when there is one, else the preset
+    whose network fits the checkpoint (several fitting presets that set up inference differently are an error).
+    """
     overlays = preset_overlays(bundle)
     if preset != "auto" and preset not in overlays:
         raise CaseError(bundle / "configs" / "presets", f"no preset {preset!r}; available: {sorted(overlays)}")
-    state = load_state_dict(bundle / "models" / "model.pt")
-    candidates = list(overlays) if preset == "auto" else [preset]
+    ckpt = bundle / "models" / "model.pt"
+    state = load_state_dict(ckpt)
     inference_json = bundle / "configs" / "inference.json"
-    fits = [p for p in candidates if _network_fits(merged_config(inference_json, overlays[p]), state)]
+    record = recorded_settings(bundle) if preset == "auto" else None
+    if record is not None:
+        if not _network_fits(merged_config(inference_json, record.overrides), state):
+            raise CaseError(ckpt, f"weights do not fit the network recorded in {bundle / 'logs' / 'train_args.json'}")
+        return record
+    candidates = list(overlays) if preset == "auto" else [preset]
+    found = {
+        p: BundleSettings(p, _read_overrides(overlays[p]), "matched" if preset == "auto" else "given")
+        for p in candidates
+    }
+    fits = [p for p in candidates if _network_fits(merged_config(inference_json, found[p].overrides), state)]
     if not fits:
-        tried = ", ".join(candidates)
-        raise CaseError(bundle / "models" / "model.pt", f"weights fit the network of no preset (tried {tried})")
-    inference = {p: merged_config(inference_json, overlays[p]) for p in fits}
+        raise CaseError(ckpt, f"weights fit the network of no preset (tried {', '.join(candidates)})")
+    inference = {p: merged_config(inference_json, found[p].overrides) for p in fits}
     if any(inference[p] != inference[fits[0]] for p in fits[1:]):
-        raise CaseError(bundle / "models" / "model.pt", f"weights fit presets {fits}; pass --preset to choose")
-    return fits[0]
+        raise CaseError(ckpt, f"weights fit presets {fits}; pass --preset to choose")
+    return found[fits[0]]
 
 
 def _patch_label_maps(node: Any, patched: list[str], where: str = "") -> None:
@@ -219,18 +272,14 @@ def _copy_file(src: Path, dst: Path) -> None:
         shutil.copyfile(src, tmp)
 
 
-def write_app_bundle(src: Path, dst: Path, preset: str) -> dict[str, Any]:
-    """Copy a trained bundle for MONAI Label: preset baked in, label maps patched, weights and docs only."""
-    overlay = preset_overlays(src).get(preset)
-    if preset not in preset_overlays(src):
-        raise CaseError(src / "configs" / "presets", f"no preset {preset!r}")
+def write_app_bundle(src: Path, dst: Path, settings: BundleSettings) -> dict[str, Any]:
+    """Copy a trained bundle for MONAI Label: settings baked in, label maps patched, weights and docs only."""
     patched: dict[str, list[str]] = {}
-    configs = src / "configs"
-    for path in sorted(configs.iterdir()):
+    for path in sorted((src / "configs").iterdir()):
         if not path.is_file():
-            continue  # presets/ is baked in below, so it is not copied
+            continue  # presets/ is baked into the configs MONAI Label reads, so it is not copied
         if path.name in APP_CONFIGS:
-            config = merged_config(path, overlay)
+            config = merged_config(path, settings.overrides)
             if path.name == "train.json":
                 patched[path.name] = []
                 _patch_label_maps(config, patched[path.name])
@@ -241,7 +290,13 @@ def write_app_bundle(src: Path, dst: Path, preset: str) -> dict[str, Any]:
     for extra in ("LICENSE", "docs/README.md"):
         if (src / extra).is_file():
             _copy_file(src / extra, dst / extra)
-    return {"source": str(src.resolve()), "preset": preset, "label_maps_patched": patched}
+    return {
+        "source": str(src.resolve()),
+        "preset": settings.preset,
+        "settings_from": settings.source,
+        "overrides": settings.overrides,
+        "label_maps_patched": patched,
+    }
 
 
 # ------------------------------------------------------------------------------------------------- studies
@@ -347,7 +402,7 @@ def build_label_app(
         if not (out / "label_app.json").is_file():
             raise CaseError(out, "exists and is not an app written by label-app; refusing to replace it")
     sources_by_name = find_run_bundles(run_dir, bundles)
-    presets = {name: detect_preset(path, preset) for name, path in sources_by_name.items()}
+    settings = {name: bundle_settings(path, preset) for name, path in sources_by_name.items()}
 
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     if tmp.exists():
@@ -357,7 +412,7 @@ def build_label_app(
         provenance: dict[str, Any] = {}
         for name, path in sources_by_name.items():
             model = app_model_name(name)
-            provenance[model] = write_app_bundle(path, tmp / "model" / model, presets[name])
+            provenance[model] = write_app_bundle(path, tmp / "model" / model, settings[name])
         _copy_file(Path(__file__).with_name("label_server_app.py"), tmp / "main.py")
         if studies is not None:
             sources = scan_studies(studies)
@@ -384,7 +439,7 @@ def build_label_app(
         raise
     app_dir = out.resolve()
     models = {app_model_name(n): app_dir / "model" / app_model_name(n) for n in sources_by_name}
-    served_presets = {app_model_name(n): p for n, p in presets.items()}
+    served_presets = {app_model_name(n): st.preset for n, st in settings.items()}
     return LabelApp(app_dir, app_dir / "studies", models, served_presets, have, lack)
 
 
