@@ -1,0 +1,67 @@
+"""`cosingan-monai pipeline`: one annotated case in, trained and evaluated MONAI bundles plus a report out."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+import click
+
+PRESETS = ("test", "demo", "full")
+EXISTING = click.Path(exists=True, path_type=Path)
+
+
+@click.command("pipeline")
+@click.option(
+    "--case", "case", required=True, type=click.Path(exists=True, path_type=Path), help="CT: NIfTI, DICOM or PNG."
+)
+@click.option(
+    "--label", type=click.Path(exists=True, path_type=Path), help="Label map (found automatically if omitted)."
+)
+@click.option("--preset", type=click.Choice(PRESETS), default="demo", show_default=True)
+@click.option("--out", "out", type=click.Path(path_type=Path), default=Path("runs/latest"), show_default=True)
+@click.option(
+    "--eval", "eval_dir", type=click.Path(exists=True, path_type=Path), help="Real labelled cases to evaluate on."
+)
+@click.option("--train-slices", "train_slices", type=int, default=1, show_default=True, help="K training slices.")
+@click.option("--intensity", type=click.Choice(["auto", "hu", "windowed"]), default="auto", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--resume", is_flag=True, help="Skip finished stages and continue an interrupted one.")
+@click.option("--force", is_flag=True, help="Replace an existing run folder.")
+def pipeline(
+    case: Path,
+    label: Path | None,
+    preset: str,
+    out: Path,
+    eval_dir: Path | None,
+    train_slices: int,
+    intensity: str,
+    seed: int,
+    resume: bool,
+    force: bool,
+) -> None:
+    """Train CoSinGAN on one case, synthesize data, train the classifier and 2D/3D segmenters, evaluate, report."""
+    from cosingan_monai.io import CaseError
+    from cosingan_monai.pipeline import PipelineOptions, run_pipeline
+    from cosingan_monai.run_folder import RunFolderError
+
+    command = "cosingan-monai " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    options = PipelineOptions(
+        case=case,
+        label=label,
+        preset=preset,
+        out=out,
+        eval_dir=eval_dir,
+        train_slices=train_slices,
+        intensity=intensity,
+        seed=seed,
+        resume=resume,
+        force=force,
+        command=command,
+    )
+    try:
+        summary = run_pipeline(options, echo=click.echo)
+    except (CaseError, RunFolderError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(summary)

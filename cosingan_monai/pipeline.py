@@ -1,0 +1,224 @@
+"""The user's main job: one annotated case -> CoSinGAN -> synthetic data -> trained, evaluated MONAI bundles.
+
+Each stage runs a bundle from `bundles/` through `monai.bundle` (copied into RUN/bundles/<name>/ first, so the run
+folder holds deployable bundles) and records a manifest; `--resume` skips stages whose manifest exists.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cosingan_monai import bundles
+from cosingan_monai.case_prep import prepare_case, write_case, write_conditions, write_training_slices
+from cosingan_monai.report import metrics_markdown, write_report
+from cosingan_monai.run_folder import RunFolder, write_json
+
+Echo = Callable[[str], None]
+
+#: Pipeline sizes per preset (every figure a config value). Bundle-internal sizes live in the bundles' presets.
+PIPELINE_PRESETS: dict[str, dict[str, int]] = {
+    "test": {"conditions": 12, "samples_per_condition": 1, "volumes": 1, "volume_slices": 8},
+    "demo": {"conditions": 96, "samples_per_condition": 2, "volumes": 2, "volume_slices": 16},
+    "full": {"conditions": 1000, "samples_per_condition": 2, "volumes": 8, "volume_slices": 0},
+}
+DOWNSTREAM = ("covid_slice_classifier", "covid_seg_2d", "covid_seg_3d")
+
+
+@dataclass
+class PipelineOptions:
+    """Everything `cosingan-monai pipeline` was asked to do."""
+
+    case: Path
+    label: Path | None = None
+    preset: str = "demo"
+    out: Path = Path("runs/latest")
+    eval_dir: Path | None = None
+    train_slices: int = 1
+    intensity: str = "auto"
+    seed: int = 0
+    resume: bool = False
+    force: bool = False
+    command: str = ""
+    sizes: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.sizes = {**PIPELINE_PRESETS[self.preset], **self.sizes}
+
+
+def _stage(run: RunFolder, name: str, echo: Echo, body: Callable[[Any], None]) -> dict[str, Any]:
+    """Run `body(result)` as stage `name` unless its manifest says it already finished; return the manifest."""
+    done = run.manifest(name)
+    if done is not None:
+        echo(f"[{name}] already finished ({done['wall_s']} s), skipped")
+        return done
+    with run.stage(name, echo=echo) as result:
+        body(result)
+    manifest = run.manifest(name)
+    assert manifest is not None
+    return manifest
+
+
+def run_pipeline(opts: PipelineOptions, echo: Echo = print) -> str:
+    """Run every stage into opts.out and return the summary table; CaseError stops it before any training."""
+    prepared = prepare_case(opts.case, opts.label, intensity=opts.intensity)  # validate before touching the disk
+    run = RunFolder(opts.out, resume=opts.resume, force=opts.force, command=opts.command)
+    tb_root = run.path("tensorboard", ".keep").parent
+    data = run.root / "data"
+
+    def validate(result: Any) -> None:
+        result.outputs.update(write_case(prepared, data / "case"))
+        result.metrics.update(
+            {"shape": list(prepared.hu.shape), "lung_slices": int(((prepared.label > 0).any(axis=(0, 1))).sum())}
+        )
+
+    _stage(run, "validate", echo, validate)
+
+    def select(result: Any) -> None:
+        result.outputs["slices"] = write_training_slices(prepared, opts.train_slices, data / "train_slices")
+
+    slices = _stage(run, "select", echo, select)["outputs"]["slices"]
+
+    def train_gan(result: Any) -> None:
+        models = []
+        for entry in slices:
+            bundle = bundles.copy_bundle("cosingan_train", run.root / "bundles", suffix=_suffix(entry, slices))
+            overrides = {
+                "case": entry["image"],
+                "label": entry["label"],
+                "slice": 0,
+                "tensorboard_dir": str(tb_root / bundle.name),
+                "seed": opts.seed,
+            }
+            bundles.run_bundle(bundle, "train", opts.preset, overrides, resume=opts.resume)
+            models.append(str(bundle / "models" / "model.pt"))
+        result.outputs["models"] = models
+
+    models = _stage(run, "train_gan", echo, train_gan)["outputs"]["models"]
+
+    def conditions(result: Any) -> None:
+        result.outputs["conditions"] = write_conditions(
+            prepared, opts.sizes["conditions"], opts.seed, data / "conditions"
+        )
+        result.metrics["negatives"] = sum(1 - c["infected"] for c in result.outputs["conditions"])
+
+    cond_entries = _stage(run, "conditions", echo, conditions)["outputs"]["conditions"]
+    write_json(data / "conditions" / "conditions.json", {"conditions": cond_entries})
+
+    def sample(result: Any) -> None:
+        bundle = bundles.copy_bundle("cosingan_sample", run.root / "bundles")
+        overrides = {
+            "models": models,
+            "conditions": str(data / "conditions" / "conditions.json"),
+            "volume_labels": [str(data / "case" / "label.nii.gz")],
+            "volume_bodies": [],
+            "n_volumes": opts.sizes["volumes"],
+            "samples_per_condition": opts.sizes["samples_per_condition"],
+            "output_dir": str(data / "synthetic"),
+            "seed": opts.seed,
+        }
+        bundles.run_bundle(bundle, "inference", opts.preset, overrides)
+        result.outputs["synthetic"] = str(data / "synthetic")
+
+    synthetic = Path(_stage(run, "sample", echo, sample)["outputs"]["synthetic"])
+
+    datalists = {
+        "covid_slice_classifier": synthetic / "datalist_cls.json",
+        "covid_seg_2d": synthetic / "datalist.json",
+        "covid_seg_3d": synthetic / "datalist_3d.json",
+    }
+    for name in DOWNSTREAM:
+
+        def train(result: Any, name: str = name) -> None:
+            bundle = bundles.copy_bundle(name, run.root / "bundles")
+            overrides = {"datalist": str(datalists[name]), "tensorboard_dir": str(tb_root / name)}
+            bundles.run_bundle(bundle, "train", opts.preset, overrides)
+            result.outputs["model"] = str(bundle / "models" / "model.pt")
+            result.outputs["torchscript"] = str(bundles.export_torchscript(bundle))
+
+        _stage(run, f"train_{name}", echo, train)
+
+    metrics: dict[str, Any] = {"preset": opts.preset, "case": str(opts.case), "timings_s": {}}
+    if opts.eval_dir is not None:
+        metrics["evaluation"] = evaluate_all(run, opts, echo, slices, synthetic)
+    for stage_manifest in sorted(run.manifests.glob("*.json")):
+        m = json.loads(stage_manifest.read_text())
+        metrics["timings_s"][m["stage"]] = m["wall_s"]
+    write_json(run.root / "metrics.json", metrics)
+    report = write_report(run, metrics)
+    return f"{metrics_markdown(metrics)}\n\nreport: {report}\nmetrics: {run.root / 'metrics.json'}"
+
+
+def _suffix(entry: dict[str, Any], slices: list[dict[str, Any]]) -> str:
+    """Bundle-folder suffix for one GAN: none for a single training slice, `_z<slice>` when there are several."""
+    return "" if len(slices) == 1 else f"_z{entry['slice']:03d}"
+
+
+def _all_as_test(datalist: Path, out: Path) -> Path:
+    """Copy a datalist with every split merged into "test": evaluation cases are all held out from training."""
+    splits = json.loads(datalist.read_text())
+    base = datalist.parent
+    merged = [
+        {k: (str((base / v).resolve()) if k in ("image", "label") and isinstance(v, str) else v) for k, v in e.items()}
+        for entries in splits.values()
+        for e in entries
+    ]
+    return write_json(out, {"training": [], "validation": [], "test": merged})
+
+
+def _real_slice_datalist(slices: list[dict[str, Any]], repeats: int, out: Path) -> Path:
+    """The baseline arm's datalist: the real training slice(s) repeated to the synthetic set's size (same steps)."""
+    entries = [{"image": e["image"], "label": e["label"]} for e in slices]
+    training = [entries[i % len(entries)] for i in range(max(repeats, len(entries)))]
+    return write_json(out, {"training": training, "validation": entries, "test": []})
+
+
+def evaluate_all(
+    run: RunFolder, opts: PipelineOptions, echo: Echo, slices: list[dict[str, Any]], synthetic: Path
+) -> dict[str, Any]:
+    """Evaluate the synthetic-trained bundles, and a real-slice + strong-augmentation 2D baseline, on opts.eval_dir."""
+    from cosingan_monai.datalists import prepare_any
+
+    eval_root = run.root / "data" / "eval"
+
+    def prepare(result: Any) -> None:
+        prepare_any(opts.eval_dir, eval_root, dims=2)
+        prepare_any(opts.eval_dir, eval_root, dims=3)
+        for name in ("datalist", "datalist_cls", "datalist_3d"):
+            result.outputs[name] = str(_all_as_test(eval_root / f"{name}.json", eval_root / f"eval_{name}.json"))
+
+    lists = _stage(run, "prepare_eval", echo, prepare)["outputs"]
+    eval_lists = {
+        "covid_slice_classifier": lists["datalist_cls"],
+        "covid_seg_2d": lists["datalist"],
+        "covid_seg_3d": lists["datalist_3d"],
+        "covid_seg_2d_baseline": lists["datalist"],
+    }
+
+    def baseline(result: Any) -> None:
+        n_synthetic = len(json.loads((synthetic / "datalist.json").read_text())["training"])
+        datalist = _real_slice_datalist(slices, n_synthetic, run.root / "data" / "baseline_datalist.json")
+        bundle = bundles.copy_bundle("covid_seg_2d", run.root / "bundles", suffix="_baseline")
+        overrides = {
+            "datalist": str(datalist),
+            "strong_aug": True,
+            "tensorboard_dir": str(run.root / "tensorboard" / bundle.name),
+        }
+        bundles.run_bundle(bundle, "train", opts.preset, overrides)
+        result.outputs["model"] = str(bundle / "models" / "model.pt")
+
+    _stage(run, "train_covid_seg_2d_baseline", echo, baseline)
+    results: dict[str, Any] = {}
+    for name, datalist in eval_lists.items():
+
+        def evaluate(result: Any, name: str = name, datalist: str = datalist) -> None:
+            bundle = run.root / "bundles" / name
+            out = run.root / "eval" / name
+            record = bundles.run_bundle(bundle, "evaluate", opts.preset, {"datalist": datalist, "output_dir": str(out)})
+            result.metrics.update(record.metrics)
+
+        results[name] = _stage(run, f"eval_{name}", echo, evaluate)["metrics"]
+    return results

@@ -1,0 +1,183 @@
+"""`cosingan-monai pipeline` end to end in the test preset on a phantom case, resume, and bad-input refusals."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from monai.bundle import ConfigParser
+from PIL import Image
+
+from cosingan_monai.cli import main
+from cosingan_monai.phantom import write_phantom_dataset
+
+DOWNSTREAM = ("covid_slice_classifier", "covid_seg_2d", "covid_seg_3d")
+
+
+@pytest.fixture(scope="module")
+def cases(tmp_path_factory) -> dict[str, Path]:
+    """One small phantom training case and two evaluation cases (one healthy), COVID-19-CT-Seg layout."""
+    root = tmp_path_factory.mktemp("phantom")
+    train = write_phantom_dataset(root / "train", cases=1, seed=0, size=64, slices=12, healthy_fraction=0.0)
+    write_phantom_dataset(root / "eval", cases=2, seed=50, size=64, slices=12, healthy_fraction=0.5)
+    return {"image": train[0][0], "label": train[0][1], "eval": root / "eval", "root": root}
+
+
+@pytest.fixture(scope="module")
+def finished_run(cases, tmp_path_factory) -> tuple[Path, str]:
+    """A complete test-preset run with evaluation; returns (run folder, CLI output)."""
+    out = tmp_path_factory.mktemp("runs") / "run"
+    args = [
+        "pipeline",
+        "--case",
+        str(cases["image"]),
+        "--preset",
+        "test",
+        "--out",
+        str(out),
+        "--eval",
+        str(cases["eval"]),
+    ]
+    result = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return out, result.output
+
+
+def test_run_folder_has_everything(finished_run):
+    out, output = finished_run
+    for path in ("metrics.json", "report.md", "figures/samples.png", "run.json"):
+        assert (out / path).is_file(), path
+    assert list((out / "tensorboard").rglob("events.out.tfevents.*")), "no TensorBoard logs"
+    assert (out / "bundles" / "cosingan_train" / "models" / "model.pt").is_file()
+    for name in DOWNSTREAM:
+        assert (out / "bundles" / name / "models" / "model.pt").is_file(), name
+        assert (out / "bundles" / name / "models" / "model.ts").is_file(), name
+    assert "report:" in output and "done in" in output
+
+
+def test_metrics_json_has_numbers(finished_run):
+    out, _ = finished_run
+    metrics = json.loads((out / "metrics.json").read_text())
+    evaluation = metrics["evaluation"]
+    for name in (*DOWNSTREAM, "covid_seg_2d_baseline"):
+        values = [v for v in evaluation[name].values() if isinstance(v, float)]
+        assert values and all(np.isfinite(values)), (name, evaluation[name])
+    lung_dice = [v for k, v in evaluation["covid_seg_2d"].items() if "dice" in k and "lung" in k]
+    assert lung_dice and 0.0 <= lung_dice[0] <= 1.0
+    assert metrics["timings_s"]["train_gan"] > 0
+
+
+def test_exported_bundles_load_their_weights(finished_run):
+    out, _ = finished_run
+    for name in DOWNSTREAM:
+        bundle = out / "bundles" / name
+        parser = ConfigParser()
+        parser.read_config(str(bundle / "configs" / "inference.json"))
+        args = json.loads((bundle / "logs" / "train_args.json").read_text())
+        for key, value in args.items():
+            if key.startswith("network_def"):
+                parser[key] = value
+        net = parser.get_parsed_content("network_def")
+        state = torch.load(bundle / "models" / "model.pt", map_location="cpu", weights_only=True)
+        net.load_state_dict(state.get("model", state) if isinstance(state, dict) else state)
+
+
+def test_synthetic_samples_exist_with_previews(finished_run):
+    out, _ = finished_run
+    synthetic = out / "data" / "synthetic"
+    datalist = json.loads((synthetic / "datalist.json").read_text())
+    entry = datalist["training"][0]
+    image = nib.load(synthetic / entry["image"]).get_fdata()
+    label = np.asarray(nib.load(synthetic / entry["label"]).dataobj)
+    assert image.shape[:2] == label.shape[:2]
+    assert image.min() >= -1300 and image.max() <= 3100  # HU
+    assert list((synthetic / "previews").glob("*.png"))
+    assert Image.open(out / "figures" / "samples.png").size[0] > 200
+
+
+def test_resume_skips_finished_stages(finished_run, cases, tmp_path):
+    out, _ = finished_run
+    run = tmp_path / "run"
+    shutil.copytree(out, run)
+    manifests = run / "manifests"
+    before = {p.name: p.stat().st_mtime_ns for p in manifests.glob("*.json")}
+    # simulate a run killed during the 3D segmenter: its manifest and weights are gone
+    (manifests / "train_covid_seg_3d.json").unlink()
+    for p in manifests.glob("eval_*.json"):
+        p.unlink()
+    (run / "bundles" / "covid_seg_3d" / "models" / "model.pt").unlink()
+    args = [
+        "pipeline",
+        "--case",
+        str(cases["image"]),
+        "--preset",
+        "test",
+        "--out",
+        str(run),
+        "--eval",
+        str(cases["eval"]),
+    ]
+    result = CliRunner().invoke(main, [*args, "--resume"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "[train_gan] already finished" in result.output
+    assert "[train_covid_seg_3d] started" in result.output
+    for name in ("validate", "select", "train_gan", "sample", "train_covid_seg_2d"):
+        assert (manifests / f"{name}.json").stat().st_mtime_ns == before[f"{name}.json"], name
+    assert (run / "bundles" / "covid_seg_3d" / "models" / "model.pt").is_file()
+
+
+def test_existing_run_is_not_overwritten(finished_run, cases):
+    out, _ = finished_run
+    before = (out / "metrics.json").read_bytes()
+    result = CliRunner().invoke(
+        main, ["pipeline", "--case", str(cases["image"]), "--preset", "test", "--out", str(out)]
+    )
+    assert result.exit_code != 0
+    assert "--resume" in result.output and "--force" in result.output
+    assert (out / "metrics.json").read_bytes() == before
+
+
+def _bad_case(cases, tmp_path, kind: str) -> list[str]:
+    """CLI arguments for one kind of bad case."""
+    image, label = cases["image"], cases["label"]
+    if kind == "shape":
+        lab = nib.load(label)
+        bad = tmp_path / "label.nii.gz"
+        nib.save(nib.Nifti1Image(np.asarray(lab.dataobj)[:-4], lab.affine), bad)
+        return ["--case", str(image), "--label", str(bad)]
+    if kind == "no-lung":  # an image whose lungs are filled with soft tissue, and an empty label
+        img, lab = nib.load(image), nib.load(label)
+        hu = np.asarray(img.dataobj).astype(np.float32)
+        hu[np.asarray(lab.dataobj) > 0] = 40.0
+        bad_image, bad_label = tmp_path / "image.nii.gz", tmp_path / "label.nii.gz"
+        nib.save(nib.Nifti1Image(hu, img.affine), bad_image)
+        nib.save(nib.Nifti1Image(np.zeros(lab.shape, np.uint8), lab.affine), bad_label)
+        return ["--case", str(bad_image), "--label", str(bad_label)]
+    rgb = tmp_path / "photo.png"
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8), mode="RGB").save(rgb)
+    mask = tmp_path / "mask.png"
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(mask)
+    return ["--case", str(rgb), "--label", str(mask)]
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [("shape", "shape"), ("no-lung", "lung"), ("rgb", "grayscale")],
+    ids=["shape", "no-lung", "rgb"],
+)
+def test_bad_cases_stop_before_training(cases, tmp_path, kind, message):
+    out = tmp_path / "run"
+    result = CliRunner().invoke(
+        main, ["pipeline", *_bad_case(cases, tmp_path, kind), "--preset", "test", "--out", str(out)]
+    )
+    assert result.exit_code != 0
+    assert message in result.output.lower()
+    assert "Traceback" not in result.output
+    assert not out.exists()  # nothing was started
