@@ -45,7 +45,7 @@ class PreparedData:
 
 
 def split_counts(n: int, spec: SplitSpec | None = None) -> dict[str, int]:
-    """Turn fractions or counts into per-split counts summing to n; training gets at least one item."""
+    """Turn fractions or counts into per-split counts summing to n; training, when asked for, gets at least one."""
     spec = dict(DEFAULT_FRACTIONS if spec is None else spec)
     unknown = set(spec) - set(SPLITS)
     if unknown:
@@ -64,7 +64,7 @@ def split_counts(n: int, spec: SplitSpec | None = None) -> dict[str, int]:
         # validation and test are rounded, training takes the rest, so no item is lost or duplicated
         counts = [0, *(int(round(n * v / total)) for v in values[1:])]
         counts[0] = n - counts[1] - counts[2]
-    if n > 0 and counts[0] < 1:
+    if n > 0 and spec.get("training", 0) > 0 and counts[0] < 1:
         raise ValueError(f"split {spec} leaves no training item out of {n}")
     return dict(zip(SPLITS, counts, strict=True))
 
@@ -221,17 +221,29 @@ def _write_slice(
     """Save one HU slice and its label as 2D NIfTI; returns its seg datalist entry."""
     image = save_nifti(hu2d.astype(np.float32), affine, out / "slices" / "images" / f"{stem}.nii.gz")
     label = save_nifti(label2d.astype(np.uint8), affine, out / "slices" / "labels" / f"{stem}.nii.gz", np.uint8)
-    infected = int(np.count_nonzero(label2d == INFECTION) >= max(min_px, 1))
-    return {"image": _rel(image, out), "label": _rel(label, out), "infected": infected}
+    n_inf = int(np.count_nonzero(label2d == INFECTION))
+    infected = int(n_inf >= max(min_px, 1))
+    return {"image": _rel(image, out), "label": _rel(label, out), "infected": infected, "ambiguous": 0 < n_inf < min_px}
 
 
-def _write_slice_datalists(out: Path, entries: dict[str, list[dict[str, Any]]], result: PreparedData) -> None:
-    """Write datalist.json (image/label/infected) and datalist_cls.json (image + label 0|1) for `entries`."""
-    cls = {s: [{"image": e["image"], "label": e["infected"]} for e in v] for s, v in entries.items()}
-    result.datalists["datalist"] = write_datalist(out / "datalist.json", entries)
+def _write_slice_datalists(
+    out: Path, entries: dict[str, list[dict[str, Any]]], result: PreparedData, drop_ambiguous: bool = False
+) -> None:
+    """Write datalist.json (image/label/infected) and datalist_cls.json (image + label 0|1) for `entries`.
+
+    With `drop_ambiguous`, slices holding some infection but less than the positive threshold are left out of
+    the classifier list (they stay in the segmentation list).
+    """
+    cls = {
+        s: [{"image": e["image"], "label": e["infected"]} for e in v if not (drop_ambiguous and e["ambiguous"])]
+        for s, v in entries.items()
+    }
+    seg = {s: [{k: e[k] for k in ("image", "label", "infected")} for e in v] for s, v in entries.items()}
+    result.datalists["datalist"] = write_datalist(out / "datalist.json", seg)
     result.datalists["datalist_cls"] = write_datalist(out / "datalist_cls.json", cls)
     result.counts["datalist"] = {s: len(v) for s, v in entries.items()}
-    result.counts["datalist_cls_positive"] = {s: sum(e["infected"] for e in v) for s, v in entries.items()}
+    result.counts["datalist_cls"] = {s: len(v) for s, v in cls.items()}
+    result.counts["datalist_cls_positive"] = {s: sum(e["label"] for e in v) for s, v in cls.items()}
 
 
 def prepare_slices(
@@ -242,12 +254,14 @@ def prepare_slices(
     min_lung_fraction: float = 0.01,
     min_infection_px: int = 1,
     stride: int = 1,
+    drop_ambiguous: bool = False,
     echo: Echo | None = None,
 ) -> PreparedData:
     """Extract the lung-bearing axial slices of a COVID-19-CT-Seg folder as 2D HU NIfTI; split per case.
 
     Writes OUT/slices/{images,labels}/<case>_z###.nii.gz, OUT/datalist.json and OUT/datalist_cls.json. A slice is
-    infected when it holds at least `min_infection_px` infection pixels; every `stride`-th slice is used.
+    infected when it holds at least `min_infection_px` infection pixels (`drop_ambiguous` leaves slices with fewer
+    but some out of the classifier list); every `stride`-th slice is used.
     """
     if stride < 1:
         raise ValueError(f"stride must be >= 1, got {stride}")
@@ -269,7 +283,7 @@ def prepare_slices(
     splits = split_items(list(per_case), split, seed, strata=infected)
     entries = {name: [e for c in splits[name] for e in per_case[c]] for name in SPLITS}
     result = PreparedData(out)
-    _write_slice_datalists(out, entries, result)
+    _write_slice_datalists(out, entries, result, drop_ambiguous)
     return result
 
 
