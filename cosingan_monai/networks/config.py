@@ -1,0 +1,121 @@
+"""Every CoSinGAN design choice as one flat, serialisable config (DESIGN.md "CoSinGAN as we build it").
+
+Flat primitives only, so the config travels inside the model file and loads with torch.load(weights_only=True),
+and bundle presets can override any field as `config#<field>`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class CoSinGANConfig:
+    """Pyramid, network, loss, augmentation, training-schedule and sampling settings of one CoSinGAN model."""
+
+    # ---- pyramid
+    max_size: int = 512  # finest scale's longer side (512 full, 128 demo, 32-48 tests)
+    min_size: int = 25  # coarsest scale's shorter side stays >= this
+    scale_factor: float = 0.75
+
+    # ---- networks
+    base_channels: int = 32
+    channel_double_every: int = 4  # channels double every this many scales ...
+    max_channels: int = 128  # ... capped here
+    gen_layers: int = 5  # conv layers per generator stage (head + body + tail)
+    critic_layers: int = 5
+    kernel_size: int = 3
+    batch_norm: bool = False  # optional, off as in ConSinGAN (also keeps a future batched "fleet" simple)
+    use_body: bool = True  # third condition channel: body/foreground mask
+    stage2_focus_floor: float = 0.3  # stage-2 residual weight outside the (slightly dilated) lungs; 1 inside
+    critic2_masked_views: bool = True  # stage-2 critic also sees the lung- and lesion-masked image
+    critic2_mask_weight: float = 1.0  # extra weight of stage-2 critic scores inside the lungs
+    warm_start: bool = True  # a new scale starts from the previous scale's weights when the widths match
+
+    # ---- training schedule
+    iters_per_scale: int = 2000
+    stage2_start: float = 0.5  # fraction of a scale's iterations after which stage 2 joins
+    joint_stage1: bool = True  # stage 1 keeps training once stage 2 has joined
+    batch_size: int = 1  # augmented copies of the one training pair per step
+    lr_g: float = 5e-4
+    lr_d: float = 5e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    lr_decay_at: float = 0.8  # fraction of a scale's iterations where the learning rates drop ...
+    lr_gamma: float = 0.1  # ... by this factor
+    d_steps: int = 1  # critic updates per generator update
+    aug_bank_size: int = 64  # augmented variants made per scale up front (0 = augment every step)
+    channels_last: bool = True  # NHWC convolutions (measured faster on CPU; neutral on CUDA)
+    gp_weight: float = 0.1  # WGAN-GP weight (SinGAN's 0.1)
+    gp_every: int = 1  # lazy regularisation: penalty every k critic steps, weighted by k
+    rec_alpha: float = 10.0  # weight of the mixed reconstruction loss
+    rec_ssim_weight: float = 1.0  # mixed loss = L1 + w * (1 - SSIM)
+    ssim_win: int = 7
+    noise_amp_factor: float = 0.1  # noise amp per scale = factor x RMSE(real, upsampled reconstruction)
+    noise_amp_coarsest: float = 1.0
+
+    # ---- hierarchical augmentation (strength 1 at the coarsest scale, aug_fine_strength at the finest)
+    aug_prob: float = 0.8  # probability of the joint geometric augmentation per step
+    aug_fine_strength: float = 0.2
+    aug_flip_prob: float = 0.5  # left-right flip
+    aug_rotate_deg: float = 10.0
+    aug_scale: float = 0.1
+    aug_translate: float = 0.06  # fraction of the side
+    aug_elastic_spacing: float = 0.25  # control-point spacing as a fraction of the side
+    aug_elastic_magnitude: float = 2.0  # elastic control-point displacement in pixels (Rand2DElastic magnitude)
+    jitter_prob: float = 0.8  # global intensity/contrast jitter, applied at every scale
+    jitter_gamma: float = 0.25  # gamma in [1/(1+g), 1+g]
+    jitter_scale: float = 0.08  # multiplicative intensity factor in [1-s, 1+s]
+    jitter_shift: float = 0.04  # additive shift in [-s, s] (network units; 0.04 = 30 HU)
+
+    # ---- sampling volumes: AR(1) noise along z, correlation per slice from coarse to fine
+    volume_rho_coarse: float = 0.95
+    volume_rho_fine: float = 0.3
+
+    seed: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)  # free-form notes (e.g. the training case), kept in the file
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.max_size >= 8, "max_size must be >= 8"),
+            (1 <= self.min_size <= self.max_size, "min_size must be in [1, max_size]"),
+            (0.0 < self.scale_factor < 1.0, "scale_factor must be in (0, 1)"),
+            (self.base_channels >= 1 and self.max_channels >= self.base_channels, "bad channel widths"),
+            (self.channel_double_every >= 1, "channel_double_every must be >= 1"),
+            (self.gen_layers >= 2 and self.critic_layers >= 2, "networks need >= 2 conv layers"),
+            (self.kernel_size % 2 == 1, "kernel_size must be odd"),
+            (self.iters_per_scale >= 1, "iters_per_scale must be >= 1"),
+            (0.0 <= self.stage2_start <= 1.0, "stage2_start must be in [0, 1]"),
+            (self.d_steps >= 1 and self.gp_every >= 1 and self.batch_size >= 1, "step counts must be >= 1"),
+            (0.0 <= self.stage2_focus_floor <= 1.0, "stage2_focus_floor must be in [0, 1]"),
+            (0.0 <= self.aug_prob <= 1.0 and 0.0 <= self.jitter_prob <= 1.0, "probabilities must be in [0, 1]"),
+            (0.0 <= self.volume_rho_fine < 1.0 and 0.0 <= self.volume_rho_coarse < 1.0, "rho must be in [0, 1)"),
+        ]
+        bad = [msg for ok, msg in checks if not ok]
+        if bad:
+            raise ValueError("invalid CoSinGAN config: " + "; ".join(bad))
+
+    @property
+    def cond_channels(self) -> int:
+        """Condition channels: lung, infection (+ body)."""
+        return 3 if self.use_body else 2
+
+    def channels_at(self, scale: int) -> int:
+        """Generator/critic width at a scale: base, doubling every `channel_double_every` scales, capped."""
+        return min(self.base_channels * 2 ** (scale // self.channel_double_every), self.max_channels)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict of primitives (what the model file stores)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None = None, **overrides: Any) -> CoSinGANConfig:
+        """Build from a dict (+ keyword overrides), refusing unknown keys so typos in presets surface."""
+        merged = {**(d or {}), **overrides}
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(merged) - known)
+        if unknown:
+            raise ValueError(f"unknown CoSinGAN config keys: {unknown}")
+        return cls(**merged)

@@ -1,0 +1,196 @@
+"""Unit tests of the CoSinGAN building blocks: config, networks, losses, augmentation, AMP policy, model files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from cosingan_monai.augment import HierarchicalAugment, displacement_rms, scale_strength
+from cosingan_monai.engines.amp import amp_policy
+from cosingan_monai.losses import MixedReconstructionLoss, critic_loss, gradient_penalty
+from cosingan_monai.networks import CheckpointError, CoSinGAN, CoSinGANConfig, PatchCritic, ScaleGenerator
+from cosingan_monai.networks.critic import masked_views
+
+
+def _tiny_model(**cfg) -> CoSinGAN:
+    config = CoSinGANConfig(max_size=24, min_size=12, base_channels=4, **cfg)
+    img = torch.linspace(-1, 1, 30 * 30).reshape(30, 30)
+    cond = torch.zeros(3, 30, 30)
+    cond[0, 8:22, 5:14] = 1
+    cond[1, 10:14, 6:10] = 1
+    cond[2, 3:27, 2:28] = 1
+    model = CoSinGAN.for_training_pair(img, cond, config)
+    for _ in range(model.num_scales):
+        model.new_scale()
+    model.stage2_on = [True] * model.num_scales
+    model.noise_amps2 = [0.05] * model.num_scales
+    return model
+
+
+def test_config_validates_and_round_trips():
+    with pytest.raises(ValueError, match="scale_factor"):
+        CoSinGANConfig(scale_factor=1.5)
+    with pytest.raises(ValueError, match="unknown CoSinGAN config keys: \\['max_sise'\\]"):
+        CoSinGANConfig.from_dict({"max_sise": 3})
+    c = CoSinGANConfig(max_size=64, use_body=False)
+    assert CoSinGANConfig.from_dict(c.to_dict()) == c
+    assert c.cond_channels == 2
+    widths = [CoSinGANConfig().channels_at(n) for n in range(13)]
+    assert widths[:4] == [32] * 4 and widths[4:8] == [64] * 4 and widths[8:] == [128] * 5
+
+
+def test_generator_residual_stages_and_zero_initialised_stage2():
+    g = ScaleGenerator(cond_channels=3, channels=8)
+    up = torch.rand(2, 1, 16, 20) * 2 - 1
+    cond = torch.rand(2, 3, 16, 20)
+    x1, x2 = g(up, cond, 0.1 * torch.randn_like(up), torch.randn_like(up))
+    assert x1.shape == up.shape and x2.shape == up.shape
+    assert torch.equal(x2, x1)  # stage 2 joins as the identity (zero tail) and then learns a residual
+    assert (x1 - up).abs().max() <= 1.0  # tanh-bounded residual
+    _, none = g(up, cond, 0.0)
+    assert none is None
+
+
+def test_critic_sees_masked_views():
+    img = torch.full((1, 1, 8, 8), 0.5)
+    cond = torch.zeros(1, 3, 8, 8)
+    cond[0, 0, 2:6, 2:6] = 1
+    cond[0, 1, 3:4, 3:4] = 1
+    views = masked_views(img, cond)
+    assert views.shape == (1, 2, 8, 8)
+    assert views[0, 0, 2, 2] == 0.5 and views[0, 0, 0, 0] == -1.0
+    assert views[0, 1, 3, 3] == 0.5 and views[0, 1, 2, 2] == -1.0
+    d = PatchCritic(3, 8, with_masked_views=True)
+    assert d(img, cond).shape == (1, 1, 8, 8)
+    assert d.net.body[0].conv.in_channels == 6
+
+
+class _Linear(torch.nn.Module):
+    """D(x, c) = a * x per pixel: its input gradient is a everywhere."""
+
+    def __init__(self, a: float) -> None:
+        super().__init__()
+        self.a = a
+
+    def forward(self, x, cond):
+        return self.a * x
+
+
+@pytest.mark.parametrize(("a", "expected"), [(1.0, 0.0), (3.0, 4.0), (0.5, 0.25)])
+def test_gradient_penalty_matches_closed_form(a, expected):
+    real, fake = torch.rand(2, 1, 6, 6), torch.rand(2, 1, 6, 6)
+    gp = gradient_penalty(_Linear(a), real, fake, torch.zeros(2, 3, 6, 6))
+    assert gp.item() == pytest.approx(expected, abs=1e-6)
+    assert critic_loss(torch.ones(1, 1, 2, 2), torch.zeros(1, 1, 2, 2)).item() == -1.0
+
+
+def test_mixed_reconstruction_loss():
+    loss = MixedReconstructionLoss(ssim_weight=1.0, win_size=7)
+    x = torch.rand(1, 1, 20, 20) * 2 - 1
+    assert loss(x, x).item() == pytest.approx(0.0, abs=1e-5)
+    flat = torch.full_like(x, x.mean().item())
+    l1 = (flat - x).abs().mean().item()
+    assert loss(flat, x).item() > l1 + 0.5  # the SSIM term penalises the missing structure
+    assert MixedReconstructionLoss(0.0)(flat, x).item() == pytest.approx(l1, rel=1e-5)
+    small = torch.rand(1, 1, 5, 5)
+    assert loss(small, small + 0.1).item() == pytest.approx(0.1, rel=1e-4)  # below the SSIM window: L1 only
+
+
+def test_augmentation_is_joint_strongest_at_coarse_scales_and_keeps_inputs():
+    cfg = CoSinGANConfig(max_size=64, aug_prob=1.0, aug_flip_prob=0.0, jitter_prob=0.0)
+    sizes = [(27, 27), (36, 36), (48, 48), (64, 64)]
+    aug = HierarchicalAugment(cfg, sizes, seed=1)
+    assert scale_strength(cfg, 0, 4) == 1.0 and scale_strength(cfg, 3, 4) == pytest.approx(cfg.aug_fine_strength)
+    coarse = displacement_rms(aug, 0) / 27
+    fine = displacement_rms(aug, 3) / 64
+    assert coarse > 2.0 * fine > 0, (coarse, fine)
+    img = torch.zeros(1, 1, 48, 48) - 1
+    img[..., 10:30, 10:30] = 0.5
+    cond = (img > 0).float().repeat(1, 3, 1, 1)
+    before = img.clone()
+    out_img, out_cond = aug(img, cond, 2)
+    assert torch.equal(img, before)
+    # image and condition moved together: the bright square still sits on the lung channel
+    assert ((out_img[0, 0] > 0) == (out_cond[0, 0] > 0.5)).float().mean() > 0.97
+
+
+def test_intensity_jitter_changes_image_not_condition():
+    cfg = CoSinGANConfig(max_size=32, aug_prob=0.0, aug_flip_prob=0.0, jitter_prob=1.0)
+    aug = HierarchicalAugment(cfg, [(32, 32)], seed=3)
+    img = torch.rand(1, 1, 32, 32) * 2 - 1
+    cond = (torch.rand(1, 3, 32, 32) > 0.5).float()
+    means = []
+    for _ in range(8):
+        out_img, out_cond = aug(img, cond, 0)
+        assert torch.equal(out_cond, cond)
+        means.append(out_img.mean().item())
+    assert np.std(means) > 0.005
+
+
+def test_amp_policy_cpu_is_float32():
+    p = amp_policy("cpu")
+    assert not p.enabled and p.scaler() is None
+    with p.autocast():
+        y = torch.ones(2, 2) @ torch.ones(2, 2)
+    assert y.dtype == torch.float32
+
+
+def test_model_file_errors_name_the_file(tmp_path):
+    model = _tiny_model()
+    path = model.save(tmp_path / "model.pt")
+    assert CoSinGAN.load(path).num_trained == model.num_scales
+    cut = tmp_path / "partial.pt"
+    cut.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match="partial.pt: corrupt or partial"):
+        CoSinGAN.load(cut)
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CheckpointError, match="junk.pt"):
+        CoSinGAN.load(junk)
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    with pytest.raises(CheckpointError, match="empty.pt: file is empty"):
+        CoSinGAN.load(empty)
+    other = tmp_path / "other.pt"
+    torch.save({"state_dict": {}}, other)
+    with pytest.raises(CheckpointError, match="other.pt: not a CoSinGAN model"):
+        CoSinGAN.load(other)
+    broken = model.payload()
+    broken["state_dict"].pop(next(iter(broken["state_dict"])))
+    torch.save(broken, tmp_path / "broken.pt")
+    with pytest.raises(CheckpointError, match="broken.pt: inconsistent CoSinGAN model"):
+        CoSinGAN.load(tmp_path / "broken.pt")
+    with pytest.raises(CheckpointError, match="missing.pt: no such file"):
+        CoSinGAN.load(tmp_path / "missing.pt")
+
+
+def test_sampling_api_accepts_labels_and_conditions():
+    model = _tiny_model()
+    lab = np.zeros((30, 30), np.uint8)
+    lab[8:22, 5:14] = 1
+    lab[8:22, 16:25] = 2
+    lab[10:14, 6:10] = 3
+    out = model.sample(lab, n=3, seed=0, spacing=(10.0, 10.0))
+    assert out.shape == (3, 1, *model.sizes[-1])
+    assert torch.equal(out, model.sample(lab, n=3, seed=0, spacing=(10.0, 10.0)))
+    two = model.to_condition(np.stack([lab > 0, lab == 3]).astype(np.float32), spacing=(10.0, 10.0))
+    assert two.shape == (3, 30, 30) and two[2].sum() >= two[0].sum()  # body derived from the lungs
+    big = model.sample(lab, n=1, seed=0, size=(48, 48))
+    assert big.shape == (1, 1, 48, 48)
+    with pytest.raises(ValueError, match="label map values must be 0-3"):
+        model.sample(lab * 3, n=1)
+    with pytest.raises(ValueError, match="2D label map"):
+        model.sample(np.zeros(5), n=1)
+
+
+def test_volume_noise_is_ar1_correlated():
+    model = _tiny_model(volume_rho_coarse=0.9, volume_rho_fine=0.0)
+    noise = model.volume_noise(400, model.sizes, seed=0)
+    coarse = noise[0][0].flatten(1)
+    fine = noise[-1][0].flatten(1)
+    corr = torch.corrcoef(torch.stack([coarse[:-1].flatten(), coarse[1:].flatten()]))[0, 1].item()
+    assert corr == pytest.approx(0.9, abs=0.03)
+    assert coarse.std().item() == pytest.approx(1.0, abs=0.05)
+    corr_fine = torch.corrcoef(torch.stack([fine[:-1].flatten(), fine[1:].flatten()]))[0, 1].item()
+    assert abs(corr_fine) < 0.05
