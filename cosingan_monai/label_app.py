@@ -32,6 +32,9 @@ APP_CONFIGS: tuple[str, ...] = ("inference.json", "train.json")
 LABEL_FOLDERS = frozenset({"lung_and_infection_mask", "infection_mask", "lung_mask", "labels", "labelstr", "labelsts"})
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8000
 _MISSING = object()
+#: train.json ids the app sets for MONAI Label: its fine-tuning runs are short, and a bundle writes model.pt only
+#: after a validation (CheckpointSaver on the key metric), so validate every epoch or /train may write nothing.
+APP_TRAIN_OVERRIDES: dict[str, Any] = {"val_interval": 1}
 #: ids of a recorded training run that point into the run folder or are the run's own business.
 RUN_SPECIFIC_IDS = frozenset(
     {
@@ -117,11 +120,10 @@ def find_run_bundles(run_dir: str | os.PathLike[str], names: Iterable[str] = SEG
 
 
 def preset_overlays(bundle: Path) -> dict[str, Path | None]:
-    """Preset name -> overlay file; 'full' is train.json alone (CONVENTIONS.md), so its overlay is None."""
+    """Preset name -> overlay file; 'full' is train.json alone (CONVENTIONS.md) unless presets/full.json exists."""
     overlays: dict[str, Path | None] = {"full": None}
     for path in sorted((bundle / "configs" / "presets").glob("*.json")):
-        if path.stem != "full":
-            overlays[path.stem] = path
+        overlays[path.stem] = path
     return overlays
 
 
@@ -279,7 +281,8 @@ def write_app_bundle(src: Path, dst: Path, settings: BundleSettings) -> dict[str
         if not path.is_file():
             continue  # presets/ is baked into the configs MONAI Label reads, so it is not copied
         if path.name in APP_CONFIGS:
-            config = merged_config(path, settings.overrides)
+            extra = APP_TRAIN_OVERRIDES if path.name == "train.json" else {}
+            config = merged_config(path, {**settings.overrides, **extra})
             if path.name == "train.json":
                 patched[path.name] = []
                 _patch_label_maps(config, patched[path.name])
@@ -295,6 +298,7 @@ def write_app_bundle(src: Path, dst: Path, settings: BundleSettings) -> dict[str
         "preset": settings.preset,
         "settings_from": settings.source,
         "overrides": settings.overrides,
+        "app_train_overrides": APP_TRAIN_OVERRIDES,
         "label_maps_patched": patched,
     }
 
