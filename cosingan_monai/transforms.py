@@ -156,8 +156,9 @@ class InfectionOnlyToLabelsd(MapTransform):
             _check_hu(hu, f"InfectionOnlyToLabelsd[{self.image_key!r}]")
             if hu.shape != inf.shape:
                 raise ValueError(f"image shape {hu.shape} does not match mask shape {inf.shape}")
-            lab = auto_lung_mask(hu, spacing=_spacing_of(d[self.image_key]))
-            lab[inf > 0] = 3  # infection is lung by definition, even where the automatic mask missed it
+            # infection is lung by definition: it joins the nearer lung before hole filling, then becomes label 3
+            lab = auto_lung_mask(hu, spacing=_spacing_of(d[self.image_key]), include=inf > 0)
+            lab[inf > 0] = 3
             d[key] = convert_to_dst_type(lab, d[key], dtype=torch.uint8)[0] if isinstance(d[key], torch.Tensor) else lab
         return d
 
@@ -225,7 +226,7 @@ def select_slices(
         gap -= 1  # not enough room: let the picks come closer
 
 
-def _take_slice(x: Any, z: int) -> Any:
+def take_slice(x: Any, z: int) -> Any:
     """Axial slice z of a channel-less (x, y, z) array; a MetaTensor keeps meta with the affine moved to slice z.
 
     Hand-rolled because SplitDim assumes channel-first arrays and would split all slices.
@@ -237,6 +238,9 @@ def _take_slice(x: Any, z: int) -> Any:
         shift[2, -1] = z
         out.affine = x.affine @ shift
     return out
+
+
+_take_slice = take_slice  # the name the cosingan_train bundle scripts import
 
 
 class SelectSlicesd(MapTransform):
@@ -264,7 +268,7 @@ class SelectSlicesd(MapTransform):
             for key in self.key_iterator(d):
                 if _np(d[key]).ndim != 3:
                     raise ValueError(f"SelectSlicesd: {key!r} must be (x, y, z), got shape {tuple(d[key].shape)}")
-                d[key] = _take_slice(d[key], z)
+                d[key] = take_slice(d[key], z)
             d[self.slice_key] = z
             outs.append(d)
         return outs[0] if self.k == 1 else outs
