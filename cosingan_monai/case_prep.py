@@ -44,7 +44,8 @@ def prepare_case(image: str | Path, label: str | Path | None = None, intensity: 
     if not lung.any():
         raise CaseError(label_path, "no lung found (no label 1-3, and the automatic lung mask found none)")
     hu = case.hu()
-    return PreparedCase(hu=hu, label=full, body=body_mask(hu) | lung, affine=case.affine, source=case)
+    body = body_mask(hu, spacing=case.spacing) | lung
+    return PreparedCase(hu=hu, label=full, body=body, affine=case.affine, source=case)
 
 
 def slice_affine(affine: np.ndarray, z: int) -> np.ndarray:

@@ -96,7 +96,7 @@ class Case:
             return self.label
         from cosingan_monai.lungmask import auto_lung_mask  # lazy: lung finding is only needed here
 
-        out = np.asarray(auto_lung_mask(self.hu(), self.spacing), dtype=np.uint8).copy()
+        out = np.asarray(auto_lung_mask(self.hu(), self.spacing, include=self.label == 1), dtype=np.uint8).copy()
         out[self.label == 1] = 3
         return out
 
