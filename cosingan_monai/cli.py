@@ -13,6 +13,8 @@ COMMANDS: dict[str, str] = {
     "label-app": "cosingan_monai.commands.label_app:label_app",
     "train-cls": "cosingan_monai.commands.train_cls:train_cls",
     "train-seg": "cosingan_monai.commands.train_seg:train_seg",
+    "train-gan": "cosingan_monai.commands.train_gan:train_gan",
+    "sample": "cosingan_monai.commands.sample:sample",
 }
 
 

@@ -147,7 +147,11 @@ class MultiScaleTrainer:
             return self.pair
         if len(self.dataset) < 1:  # type: ignore[arg-type]
             raise ValueError("training dataset is empty")
-        return pair_from_item(self.dataset[0], self.config)  # type: ignore[index]
+        item = self.dataset[0]  # type: ignore[index]
+        for key, name in (("case_path", "case"), ("label_path", "label"), ("slice_index", "slice")):
+            if item.get(key) is not None:  # provenance, stored in the model file (not compared on resume)
+                self.config.extra[name] = item[key] if isinstance(item[key], str) else int(item[key])
+        return pair_from_item(item, self.config)
 
     def _initial_model(self, image: np.ndarray, cond: np.ndarray, state: dict[str, Any] | None) -> CoSinGAN:
         fresh = CoSinGAN.for_training_pair(image, cond, self.config)

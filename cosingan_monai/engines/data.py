@@ -1,7 +1,8 @@
-"""cosingan_train bundle helpers: load the case through cosingan_monai.io and pick the training slice.
+"""The training pair for the cosingan_train bundle: load the case through cosingan_monai.io and pick the slice.
 
 Stock MONAI cannot do these: the case loader validates NIfTI/DICOM/PNG input (HU or 0-255 windowed, label
-conventions) with clear errors, and "auto" slice choice needs the project's select_slices.
+conventions) with clear errors, and "auto" slice choice needs the project's select_slices. They live in the package
+(not in bundle scripts/) so ConfigWorkflow.check_properties and MONAI Label can build the config before `run`.
 """
 
 from __future__ import annotations
