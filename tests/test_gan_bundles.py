@@ -78,7 +78,7 @@ def test_sample_bundle_writes_the_synthetic_layout(trained_bundle, phantom_dir, 
         img = nib.load(out / e["image"])
         lab = np.asarray(nib.load(out / e["label"]).dataobj)
         assert img.shape == lab.shape and np.allclose(img.affine, nib.load(out / e["label"]).affine)
-        assert -1250 <= img.get_fdata().min() and img.get_fdata().max() <= 250
+        assert img.get_fdata().min() >= -1250 and img.get_fdata().max() <= 250
         assert e["infected"] == int((lab == 3).any())
     vol = json.loads((out / "datalist_3d.json").read_text())["training"][0]
     v_img, v_lab = nib.load(out / vol["image"]), nib.load(out / vol["label"])
