@@ -56,10 +56,11 @@ def slice_affine(affine: np.ndarray, z: int) -> np.ndarray:
 
 
 def write_case(prepared: PreparedCase, out_dir: Path) -> dict[str, str]:
-    """Write the normalised case (HU image, 0-3 label) as NIfTI; returns the paths."""
+    """Write the normalised case (HU image, 0-3 label, body mask) as NIfTI; returns the paths."""
     image = save_nifti(prepared.hu.astype(np.float32), prepared.affine, out_dir / "image.nii.gz")
     label = save_nifti(prepared.label.astype(np.uint8), prepared.affine, out_dir / "label.nii.gz")
-    return {"image": str(image), "label": str(label)}
+    body = save_nifti(prepared.body.astype(np.uint8), prepared.affine, out_dir / "body.nii.gz")
+    return {"image": str(image), "label": str(label), "body": str(body)}
 
 
 def write_training_slices(prepared: PreparedCase, k: int, out_dir: Path) -> list[dict[str, object]]:

@@ -21,7 +21,7 @@ Echo = Callable[[str], None]
 
 #: Pipeline sizes per preset (every figure a config value). Bundle-internal sizes live in the bundles' presets.
 PIPELINE_PRESETS: dict[str, dict[str, int]] = {
-    "test": {"conditions": 12, "samples_per_condition": 1, "volumes": 1, "volume_slices": 8},
+    "test": {"conditions": 12, "samples_per_condition": 1, "volumes": 2, "volume_slices": 8},
     "demo": {"conditions": 96, "samples_per_condition": 2, "volumes": 2, "volume_slices": 16},
     "full": {"conditions": 1000, "samples_per_condition": 2, "volumes": 8, "volume_slices": 0},
 }
@@ -50,11 +50,16 @@ class PipelineOptions:
 
 
 def _stage(run: RunFolder, name: str, echo: Echo, body: Callable[[Any], None]) -> dict[str, Any]:
-    """Run `body(result)` as stage `name` unless its manifest says it already finished; return the manifest."""
+    """Run `body(result)` as stage `name` unless it finished before; return the stage's manifest.
+
+    A finished stage is trusted only while every stage before it was trusted too: once one stage runs again, its
+    outputs are new, so everything downstream of it runs again as well.
+    """
     done = run.manifest(name)
-    if done is not None:
+    if done is not None and not run.rerun_from:
         echo(f"[{name}] already finished ({done['wall_s']} s), skipped")
         return done
+    run.rerun_from = run.rerun_from or name
     with run.stage(name, echo=echo) as result:
         body(result)
     manifest = run.manifest(name)
@@ -91,7 +96,7 @@ def run_pipeline(opts: PipelineOptions, echo: Echo = print) -> str:
                 "label": entry["label"],
                 "slice": 0,
                 "tensorboard_dir": str(tb_root / bundle.name),
-                "seed": opts.seed,
+                "config#seed": opts.seed,
             }
             bundles.run_bundle(bundle, "train", opts.preset, overrides, resume=opts.resume)
             models.append(str(bundle / "models" / "model.pt"))
@@ -114,7 +119,7 @@ def run_pipeline(opts: PipelineOptions, echo: Echo = print) -> str:
             "models": models,
             "conditions": str(data / "conditions" / "conditions.json"),
             "volume_labels": [str(data / "case" / "label.nii.gz")],
-            "volume_bodies": [],
+            "volume_bodies": [str(data / "case" / "body.nii.gz")],
             "n_volumes": opts.sizes["volumes"],
             "samples_per_condition": opts.sizes["samples_per_condition"],
             "output_dir": str(data / "synthetic"),

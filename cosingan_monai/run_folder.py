@@ -56,6 +56,8 @@ class RunFolder:
         self.manifests = self.root / "manifests"
         self.manifests.mkdir(exist_ok=True)
         self.timings: dict[str, float] = {}
+        #: the first stage this invocation actually ran (later stages must run again too); None until then
+        self.rerun_from: str | None = None
 
     def path(self, *parts: str) -> Path:
         """A path inside the run folder, with its parent created."""
