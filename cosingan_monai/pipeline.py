@@ -67,11 +67,67 @@ def _stage(run: RunFolder, name: str, echo: Echo, body: Callable[[Any], None]) -
     return manifest
 
 
+def train_gans(slices: list[dict[str, Any]], root: Path, preset: str, seed: int = 0, resume: bool = False) -> list[str]:
+    """Train one CoSinGAN per training slice (bundle cosingan_train copied to ROOT/bundles); returns model paths."""
+    models = []
+    for entry in slices:
+        bundle = bundles.copy_bundle("cosingan_train", root / "bundles", suffix=_suffix(entry, slices))
+        overrides = {
+            "case": entry["image"],
+            "label": entry["label"],
+            "slice": 0,
+            "tensorboard_dir": str(root / "tensorboard" / bundle.name),
+            "config#seed": seed,
+        }
+        bundles.run_bundle(bundle, "train", preset, overrides, resume=resume)
+        models.append(str(bundle / "models" / "model.pt"))
+    return models
+
+
+def synthesize(
+    models: list[str],
+    conditions: Path,
+    out: Path,
+    root: Path,
+    preset: str,
+    sizes: dict[str, int],
+    seed: int = 0,
+    volume_labels: tuple[str, ...] = (),
+    volume_bodies: tuple[str, ...] = (),
+) -> Path:
+    """Sample synthetic slices (and volumes) for a conditions JSON with bundle cosingan_sample; returns OUT."""
+    bundle = bundles.copy_bundle("cosingan_sample", root / "bundles")
+    overrides = {
+        "models": models,
+        "conditions": str(conditions),
+        "volume_labels": list(volume_labels),
+        "volume_bodies": list(volume_bodies),
+        "n_volumes": sizes["volumes"] if volume_labels else 0,
+        "samples_per_condition": sizes["samples_per_condition"],
+        "output_dir": str(out),
+        "seed": seed,
+    }
+    bundles.run_bundle(bundle, "inference", preset, overrides)
+    return out
+
+
+def train_downstream(name: str, datalist: Path, root: Path, preset: str, suffix: str = "", **overrides: Any) -> Path:
+    """Train downstream bundle `name` on a datalist (copied to ROOT/bundles/<name><suffix>); returns the bundle."""
+    bundle = bundles.copy_bundle(name, root / "bundles", suffix=suffix)
+    args = {"datalist": str(datalist), "tensorboard_dir": str(root / "tensorboard" / bundle.name), **overrides}
+    bundles.run_bundle(bundle, "train", preset, args)
+    return bundle
+
+
+def evaluate_bundle(bundle: Path, datalist: str | Path, out: Path, preset: str) -> dict[str, float]:
+    """Evaluate a trained bundle on the "test" split of a datalist; returns its metrics."""
+    return bundles.run_bundle(bundle, "evaluate", preset, {"datalist": str(datalist), "output_dir": str(out)}).metrics
+
+
 def run_pipeline(opts: PipelineOptions, echo: Echo = print) -> str:
     """Run every stage into opts.out and return the summary table; CaseError stops it before any training."""
     prepared = prepare_case(opts.case, opts.label, intensity=opts.intensity)  # validate before touching the disk
     run = RunFolder(opts.out, resume=opts.resume, force=opts.force, command=opts.command)
-    tb_root = run.path("tensorboard", ".keep").parent
     data = run.root / "data"
 
     def validate(result: Any) -> None:
@@ -88,19 +144,7 @@ def run_pipeline(opts: PipelineOptions, echo: Echo = print) -> str:
     slices = _stage(run, "select", echo, select)["outputs"]["slices"]
 
     def train_gan(result: Any) -> None:
-        models = []
-        for entry in slices:
-            bundle = bundles.copy_bundle("cosingan_train", run.root / "bundles", suffix=_suffix(entry, slices))
-            overrides = {
-                "case": entry["image"],
-                "label": entry["label"],
-                "slice": 0,
-                "tensorboard_dir": str(tb_root / bundle.name),
-                "config#seed": opts.seed,
-            }
-            bundles.run_bundle(bundle, "train", opts.preset, overrides, resume=opts.resume)
-            models.append(str(bundle / "models" / "model.pt"))
-        result.outputs["models"] = models
+        result.outputs["models"] = train_gans(slices, run.root, opts.preset, opts.seed, opts.resume)
 
     models = _stage(run, "train_gan", echo, train_gan)["outputs"]["models"]
 
@@ -114,19 +158,19 @@ def run_pipeline(opts: PipelineOptions, echo: Echo = print) -> str:
     write_json(data / "conditions" / "conditions.json", {"conditions": cond_entries})
 
     def sample(result: Any) -> None:
-        bundle = bundles.copy_bundle("cosingan_sample", run.root / "bundles")
-        overrides = {
-            "models": models,
-            "conditions": str(data / "conditions" / "conditions.json"),
-            "volume_labels": [str(data / "case" / "label.nii.gz")],
-            "volume_bodies": [str(data / "case" / "body.nii.gz")],
-            "n_volumes": opts.sizes["volumes"],
-            "samples_per_condition": opts.sizes["samples_per_condition"],
-            "output_dir": str(data / "synthetic"),
-            "seed": opts.seed,
-        }
-        bundles.run_bundle(bundle, "inference", opts.preset, overrides)
-        result.outputs["synthetic"] = str(data / "synthetic")
+        case = data / "case"
+        out = synthesize(
+            models,
+            data / "conditions" / "conditions.json",
+            data / "synthetic",
+            run.root,
+            opts.preset,
+            opts.sizes,
+            opts.seed,
+            (str(case / "label.nii.gz"),),
+            (str(case / "body.nii.gz"),),
+        )
+        result.outputs["synthetic"] = str(out)
 
     synthetic = Path(_stage(run, "sample", echo, sample)["outputs"]["synthetic"])
 
@@ -138,9 +182,7 @@ def run_pipeline(opts: PipelineOptions, echo: Echo = print) -> str:
     for name in DOWNSTREAM:
 
         def train(result: Any, name: str = name) -> None:
-            bundle = bundles.copy_bundle(name, run.root / "bundles")
-            overrides = {"datalist": str(datalists[name]), "tensorboard_dir": str(tb_root / name)}
-            bundles.run_bundle(bundle, "train", opts.preset, overrides)
+            bundle = train_downstream(name, datalists[name], run.root, opts.preset)
             result.outputs["model"] = str(bundle / "models" / "model.pt")
             result.outputs["torchscript"] = str(bundles.export_torchscript(bundle))
 
@@ -162,7 +204,7 @@ def _suffix(entry: dict[str, Any], slices: list[dict[str, Any]]) -> str:
     return "" if len(slices) == 1 else f"_z{entry['slice']:03d}"
 
 
-def _all_as_test(datalist: Path, out: Path) -> Path:
+def all_as_test(datalist: Path, out: Path) -> Path:
     """Copy a datalist with every split merged into "test": evaluation cases are all held out from training."""
     splits = json.loads(datalist.read_text())
     base = datalist.parent
@@ -174,7 +216,7 @@ def _all_as_test(datalist: Path, out: Path) -> Path:
     return write_json(out, {"training": [], "validation": [], "test": merged})
 
 
-def _real_slice_datalist(slices: list[dict[str, Any]], repeats: int, out: Path) -> Path:
+def real_slice_datalist(slices: list[dict[str, Any]], repeats: int, out: Path) -> Path:
     """The baseline arm's datalist: the real training slice(s) repeated to the synthetic set's size (same steps)."""
     entries = [{"image": e["image"], "label": e["label"]} for e in slices]
     training = [entries[i % len(entries)] for i in range(max(repeats, len(entries)))]
@@ -193,7 +235,7 @@ def evaluate_all(
         prepare_any(opts.eval_dir, eval_root, dims=2)
         prepare_any(opts.eval_dir, eval_root, dims=3)
         for name in ("datalist", "datalist_cls", "datalist_3d"):
-            result.outputs[name] = str(_all_as_test(eval_root / f"{name}.json", eval_root / f"eval_{name}.json"))
+            result.outputs[name] = str(all_as_test(eval_root / f"{name}.json", eval_root / f"eval_{name}.json"))
 
     lists = _stage(run, "prepare_eval", echo, prepare)["outputs"]
     eval_lists = {
@@ -205,14 +247,8 @@ def evaluate_all(
 
     def baseline(result: Any) -> None:
         n_synthetic = len(json.loads((synthetic / "datalist.json").read_text())["training"])
-        datalist = _real_slice_datalist(slices, n_synthetic, run.root / "data" / "baseline_datalist.json")
-        bundle = bundles.copy_bundle("covid_seg_2d", run.root / "bundles", suffix="_baseline")
-        overrides = {
-            "datalist": str(datalist),
-            "strong_aug": True,
-            "tensorboard_dir": str(run.root / "tensorboard" / bundle.name),
-        }
-        bundles.run_bundle(bundle, "train", opts.preset, overrides)
+        datalist = real_slice_datalist(slices, n_synthetic, run.root / "data" / "baseline_datalist.json")
+        bundle = train_downstream("covid_seg_2d", datalist, run.root, opts.preset, "_baseline", strong_aug=True)
         result.outputs["model"] = str(bundle / "models" / "model.pt")
 
     _stage(run, "train_covid_seg_2d_baseline", echo, baseline)
@@ -221,9 +257,7 @@ def evaluate_all(
 
         def evaluate(result: Any, name: str = name, datalist: str = datalist) -> None:
             bundle = run.root / "bundles" / name
-            out = run.root / "eval" / name
-            record = bundles.run_bundle(bundle, "evaluate", opts.preset, {"datalist": datalist, "output_dir": str(out)})
-            result.metrics.update(record.metrics)
+            result.metrics.update(evaluate_bundle(bundle, datalist, run.root / "eval" / name, opts.preset))
 
         results[name] = _stage(run, f"eval_{name}", echo, evaluate)["metrics"]
     return results

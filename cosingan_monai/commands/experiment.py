@@ -1,0 +1,36 @@
+"""`cosingan-monai experiment`: the paper's protocol comparing real, augmented, synthetic and painted training data."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+import click
+
+EXISTING = click.Path(exists=True, file_okay=False, path_type=Path)
+
+
+@click.command("experiment")
+@click.option("--dataset", required=True, type=EXISTING, help="COVID-19-CT-Seg volumes or MedSeg-style PNG slices.")
+@click.option("--test", "test", type=EXISTING, help="A separate labelled test set (else a listed split of --dataset).")
+@click.option("--k", "k", type=int, default=1, show_default=True, help="Real training slices per arm.")
+@click.option("--preset", type=click.Choice(["test", "demo", "full"]), default="demo", show_default=True)
+@click.option("--out", required=True, type=click.Path(path_type=Path))
+@click.option("--seeds", type=int, default=3, show_default=True, help="Repeats, each with other training slices.")
+@click.option("--resume", is_flag=True, help="Skip finished arms.")
+@click.option("--force", is_flag=True, help="Replace an existing experiment folder.")
+def experiment(
+    dataset: Path, test: Path | None, k: int, preset: str, out: Path, seeds: int, resume: bool, force: bool
+) -> None:
+    """Arms (a) k real slices + strong aug, (b) CoSinGAN from the same k, (c) all real, (d) GAN-free painted masks."""
+    from cosingan_monai.experiment import ExperimentOptions, run_experiment
+    from cosingan_monai.io import CaseError
+    from cosingan_monai.run_folder import RunFolderError
+
+    command = "cosingan-monai " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    opts = ExperimentOptions(dataset, out, k, preset, seeds, test, resume, force, command)
+    try:
+        click.echo(run_experiment(opts, echo=click.echo))
+    except (CaseError, RunFolderError) as exc:
+        raise click.ClickException(str(exc)) from None

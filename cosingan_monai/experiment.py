@@ -1,0 +1,231 @@
+"""The paper's protocol: k real slices + strong augmentation vs CoSinGAN synthesis from the same k slices vs all
+real slices vs a GAN-free painted control, each training the same downstream networks, all evaluated on one
+held-out real set, repeated over several choices of training slices (seeds).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+
+from cosingan_monai.conditions import build_conditions
+from cosingan_monai.datalists import prepare_any
+from cosingan_monai.io import save_nifti
+from cosingan_monai.lungmask import body_mask
+from cosingan_monai.painted_control import RegionStats, paint, region_stats
+from cosingan_monai.pipeline import (
+    PIPELINE_PRESETS,
+    _stage,
+    evaluate_bundle,
+    real_slice_datalist,
+    synthesize,
+    train_downstream,
+    train_gans,
+)
+from cosingan_monai.run_folder import RunFolder, write_json
+
+Echo = Callable[[str], None]
+#: the held-out split used when no --test set is given
+HELD_OUT_SPLIT = {"training": 0.7, "validation": 0.0, "test": 0.3}
+ARMS = ("a_real_k_strong_aug", "b_cosingan", "c_all_real", "d_painted_control")
+#: metrics of the table: (column title, seg metric key); classifier AUC is added separately.
+SEG_COLUMNS = (
+    ("lung Dice", "val_dice_lung"),
+    ("lung NSD", "val_nsd_lung"),
+    ("infection Dice", "val_dice_infection"),
+    ("infection NSD", "val_nsd_infection"),
+)
+
+
+@dataclass
+class ExperimentOptions:
+    """What `cosingan-monai experiment` was asked to do."""
+
+    dataset: Path
+    out: Path
+    k: int = 1
+    preset: str = "demo"
+    seeds: int = 3
+    test: Path | None = None
+    resume: bool = False
+    force: bool = False
+    command: str = ""
+
+
+def _abs(entries: list[dict[str, Any]], base: Path) -> list[dict[str, Any]]:
+    """Datalist entries with image/label made absolute against the datalist's folder."""
+    return [{k: (str((base / v).resolve()) if k in ("image", "label") else v) for k, v in e.items()} for e in entries]
+
+
+def _load2d(path: str) -> np.ndarray:
+    """A 2D slice from a (x, y) or (x, y, 1) NIfTI."""
+    arr = np.asanyarray(nib.load(path).dataobj)
+    return arr[..., 0] if arr.ndim == 3 else arr
+
+
+def slice_score(label: np.ndarray) -> int:
+    """min(infection area, healthy-lung area): the slice-selection score (both infected and healthy lung in view)."""
+    lung = int(((label >= 1) & (label <= 3)).sum())
+    inf = int((label == 3).sum())
+    return min(inf, lung - inf)
+
+
+def prepare_real(opts: ExperimentOptions, data: Path) -> dict[str, Any]:
+    """Real train/validation/test datalists (explicit, listed in the output) from --dataset (and --test)."""
+    if opts.test is None:  # a deterministic per-case (per-slice for PNG folders) split of --dataset
+        prepare_any(opts.dataset, data / "real", dims=2, split=HELD_OUT_SPLIT)
+        splits = json.loads((data / "real" / "datalist.json").read_text())
+        train, test = _abs(splits["training"], data / "real"), _abs(splits["test"], data / "real")
+    else:
+        prepare_any(opts.dataset, data / "real", dims=2, split={"training": 1.0})
+        prepare_any(opts.test, data / "test", dims=2, split={"training": 1.0})
+        train = _abs(json.loads((data / "real" / "datalist.json").read_text())["training"], data / "real")
+        test = _abs(json.loads((data / "test" / "datalist.json").read_text())["training"], data / "test")
+    cls_test = [{"image": e["image"], "label": e["infected"]} for e in test]
+    seg = write_json(data / "test_seg.json", {"training": [], "validation": [], "test": test})
+    cls = write_json(data / "test_cls.json", {"training": [], "validation": [], "test": cls_test})
+    return {"train": train, "test_seg": str(seg), "test_cls": str(cls), "n_test": len(test)}
+
+
+def pick_training_slices(train: list[dict[str, Any]], k: int, seed: int) -> list[dict[str, Any]]:
+    """Seed s takes the slices ranked s*k .. s*k+k-1 by the selection score: several distinct training choices."""
+    ranked = sorted(train, key=lambda e: slice_score(_load2d(e["label"])), reverse=True)
+    start = (seed * k) % max(1, len(ranked) - k + 1)
+    return [dict(e, slice=i) for i, e in enumerate(ranked[start : start + k])]
+
+
+def write_conditions(train: list[dict[str, Any]], count: int, seed: int, out: Path) -> Path:
+    """Synthesis conditions shared by arms b and d: the training set's masks plus augmented and lesion-free ones."""
+    labels = np.stack([_load2d(e["label"]) for e in train], axis=-1).astype(np.uint8)
+    bodies = np.stack([body_mask(_load2d(e["image"]).astype(np.float32)) for e in train], axis=-1)
+    affine = nib.load(train[0]["label"]).affine
+    entries = []
+    for i, c in enumerate(build_conditions(labels, bodies | (labels > 0), count=count, seed=seed)):
+        label = save_nifti(c.label[..., None], affine, out / "labels" / f"cond_{i:04d}.nii.gz", np.uint8)
+        body = save_nifti(c.body[..., None].astype(np.uint8), affine, out / "bodies" / f"cond_{i:04d}.nii.gz")
+        entries.append({"label": str(label), "body": str(body), "infected": int(c.infected), "source": c.source})
+    return write_json(out / "conditions.json", {"conditions": entries})
+
+
+def write_painted(conditions: Path, slices: list[dict[str, Any]], out: Path, seed: int) -> dict[str, Path]:
+    """Arm d: paint every condition with the k training slices' per-region HU statistics plus noise."""
+    all_stats = [
+        region_stats(_load2d(s["image"]), _load2d(s["label"]), body_mask(_load2d(s["image"]).astype(np.float32)))
+        for s in slices
+    ]
+    stats = RegionStats(
+        {r: float(np.mean([s.mean[r] for s in all_stats])) for r in all_stats[0].mean},
+        {r: float(np.mean([s.std[r] for s in all_stats])) for r in all_stats[0].std},
+    )
+    rng = np.random.default_rng(seed)
+    seg, cls = [], []
+    for i, c in enumerate(json.loads(conditions.read_text())["conditions"]):
+        label, body = _load2d(c["label"]), _load2d(c["body"]) > 0
+        affine = nib.load(c["label"]).affine
+        image = save_nifti(
+            paint(label, body, stats, rng)[..., None], affine, out / "images" / f"painted_{i:04d}.nii.gz"
+        )
+        lab = save_nifti(label[..., None], affine, out / "labels" / f"painted_{i:04d}.nii.gz", np.uint8)
+        seg.append({"image": str(image), "label": str(lab), "infected": c["infected"]})
+        cls.append({"image": str(image), "label": c["infected"]})
+    n_val = max(1, len(seg) // 5)
+    return {
+        "seg": write_json(out / "datalist.json", {"training": seg[n_val:], "validation": seg[:n_val], "test": []}),
+        "cls": write_json(out / "datalist_cls.json", {"training": cls[n_val:], "validation": cls[:n_val], "test": []}),
+    }
+
+
+def real_datalists(train: list[dict[str, Any]], out: Path) -> dict[str, Path]:
+    """Arm c: every real training slice (a fifth held for validation/checkpoint choice)."""
+    n_val = max(1, len(train) // 5)
+    seg = [{"image": e["image"], "label": e["label"], "infected": e["infected"]} for e in train]
+    cls = [{"image": e["image"], "label": e["infected"]} for e in train]
+    return {
+        "seg": write_json(out / "datalist.json", {"training": seg[n_val:], "validation": seg[:n_val], "test": []}),
+        "cls": write_json(out / "datalist_cls.json", {"training": cls[n_val:], "validation": cls[:n_val], "test": []}),
+    }
+
+
+def run_experiment(opts: ExperimentOptions, echo: Echo = print) -> str:
+    """Run every arm for every seed into opts.out; write results.json and results.md; return the table."""
+    run = RunFolder(opts.out, resume=opts.resume, force=opts.force, command=opts.command)
+    sizes = PIPELINE_PRESETS[opts.preset]
+    data = run.root / "data"
+    real = _stage(run, "prepare_real", echo, lambda r: r.outputs.update(prepare_real(opts, data)))["outputs"]
+    write_json(run.root / "split.json", {"train": [e["image"] for e in real["train"]], "test": real["test_seg"]})
+    results: dict[str, dict[str, list[float]]] = {arm: {} for arm in ARMS}
+    for seed in range(opts.seeds):
+        root = run.root / f"seed_{seed}"
+        slices = pick_training_slices(real["train"], opts.k, seed)
+        conditions = write_conditions(real["train"], sizes["conditions"], seed, root / "conditions")
+
+        def arm_b(r: Any, root: Path = root, slices: list = slices, conditions: Path = conditions, seed: int = seed):
+            models = train_gans(slices, root / "b", opts.preset, seed)
+            syn = synthesize(models, conditions, root / "b" / "synthetic", root / "b", opts.preset, sizes, seed)
+            r.outputs["seg"], r.outputs["cls"] = str(syn / "datalist.json"), str(syn / "datalist_cls.json")
+
+        b = _stage(run, f"seed{seed}_b_synthesis", echo, arm_b)["outputs"]
+        n_train = len(json.loads(Path(b["seg"]).read_text())["training"])
+        lists = {
+            "a_real_k_strong_aug": {"seg": real_slice_datalist(slices, n_train, root / "a" / "datalist.json")},
+            "b_cosingan": {"seg": Path(b["seg"]), "cls": Path(b["cls"])},
+            "c_all_real": real_datalists(real["train"], root / "c"),
+            "d_painted_control": write_painted(conditions, slices, root / "d", seed),
+        }
+        for arm, datalists in lists.items():
+
+            def train_eval(r: Any, arm: str = arm, datalists: dict = datalists, root: Path = root, seed: int = seed):
+                extra = {"strong_aug": True} if arm.startswith("a_") else {}
+                seg = train_downstream("covid_seg_2d", datalists["seg"], root / arm, opts.preset, seed=seed, **extra)
+                r.metrics.update(evaluate_bundle(seg, real["test_seg"], root / arm / "eval_seg", opts.preset))
+                if "cls" in datalists:
+                    cls = train_downstream(
+                        "covid_slice_classifier", datalists["cls"], root / arm, opts.preset, seed=seed
+                    )
+                    auc = evaluate_bundle(cls, real["test_cls"], root / arm / "eval_cls", opts.preset).get("val_auc")
+                    r.metrics["cls_auc"] = auc
+
+            metrics = _stage(run, f"seed{seed}_{arm}", echo, train_eval)["metrics"]
+            for key, value in metrics.items():
+                if isinstance(value, (int, float)) and np.isfinite(value):
+                    results[arm].setdefault(key, []).append(float(value))
+    table = results_table(results, opts)
+    write_json(run.root / "results.json", {"options": {k: str(v) for k, v in vars(opts).items()}, "results": results})
+    (run.root / "results.md").write_text(table + "\n")
+    return table
+
+
+def gap_closure(results: dict[str, dict[str, list[float]]], key: str) -> float | None:
+    """(b - a) / (c - a) of the seed means for one metric; None when c and a are equal or missing."""
+    try:
+        a, b, c = (float(np.mean(results[arm][key])) for arm in ARMS[:3])
+    except (KeyError, ValueError):
+        return None
+    return None if abs(c - a) < 1e-9 else (b - a) / (c - a)
+
+
+def _cell(values: list[float] | None) -> str:
+    """mean ± sd over seeds, or n/a."""
+    if not values:
+        return "n/a"
+    return f"{np.mean(values):.3f} ± {np.std(values):.3f}"
+
+
+def results_table(results: dict[str, dict[str, list[float]]], opts: ExperimentOptions) -> str:
+    """The Markdown results table (mean ± sd over seeds) with the gap-closure line."""
+    head = [title for title, _ in SEG_COLUMNS] + ["classifier AUC"]
+    lines = ["| arm | " + " | ".join(head) + " |", "|---|" + "---|" * len(head)]
+    for arm in ARMS:
+        cells = [_cell(results[arm].get(key)) for _, key in SEG_COLUMNS] + [_cell(results[arm].get("cls_auc"))]
+        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+    for title, key in (("infection Dice", "val_dice_infection"), ("lung Dice", "val_dice_lung")):
+        gap = gap_closure(results, key)
+        lines.append(f"\nGap closure (b - a) / (c - a), {title}: " + ("n/a" if gap is None else f"{100 * gap:.0f}%"))
+    lines.append(f"\n{opts.seeds} seed(s), k = {opts.k}, preset {opts.preset}")
+    return "\n".join(lines)

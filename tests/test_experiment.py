@@ -1,0 +1,81 @@
+"""Experiment protocol pieces: training-slice choice per seed, the painted control arm, gap closure and the table."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from cosingan_monai.experiment import (
+    ExperimentOptions,
+    gap_closure,
+    pick_training_slices,
+    results_table,
+    slice_score,
+    write_conditions,
+    write_painted,
+)
+
+
+def _write_slice(tmp_path, i: int, infection: int) -> dict:
+    """A 48x48 slice with two lungs and `infection` rows of lesion in the left lung."""
+    lab = np.zeros((48, 48, 1), np.uint8)
+    lab[6:20, 10:38] = 1
+    lab[28:42, 10:38] = 2
+    lab[6:20, 10 : 10 + infection] = 3
+    hu = np.full(lab.shape, 40.0, np.float32)
+    hu[0:2] = hu[-2:] = -1000
+    hu[lab[..., 0] > 0] = -850
+    hu[lab[..., 0] == 3] = -350
+    aff = np.diag([1.5, 1.5, 5.0, 1.0])
+    img, lbl = tmp_path / f"img_{i}.nii.gz", tmp_path / f"lab_{i}.nii.gz"
+    nib.save(nib.Nifti1Image(hu, aff), img)
+    nib.save(nib.Nifti1Image(lab, aff), lbl)
+    return {"image": str(img), "label": str(lbl), "infected": int(infection > 0)}
+
+
+def test_slice_score_prefers_mixed_slices():
+    lab = np.zeros((10, 10), np.uint8)
+    lab[:, :6] = 1
+    lab[:3, :6] = 3
+    assert slice_score(lab) == 18  # 18 infected vs 42 healthy
+    lab[:, :6] = 3
+    assert slice_score(lab) == 0  # all infection teaches "lung = infection"
+
+
+def test_seeds_pick_distinct_training_slices(tmp_path):
+    train = [_write_slice(tmp_path, i, inf) for i, inf in enumerate([0, 2, 14, 6, 10])]
+    first = pick_training_slices(train, k=1, seed=0)
+    second = pick_training_slices(train, k=1, seed=1)
+    assert first[0]["image"].endswith("img_2.nii.gz")  # 14 of 28 columns infected: the best mix
+    assert second[0]["image"] != first[0]["image"]
+    assert len(pick_training_slices(train, k=2, seed=0)) == 2
+
+
+def test_painted_arm_uses_training_statistics(tmp_path):
+    train = [_write_slice(tmp_path, i, inf) for i, inf in enumerate([4, 8, 0])]
+    conditions = write_conditions(train, count=6, seed=0, out=tmp_path / "cond")
+    assert len(json.loads(conditions.read_text())["conditions"]) == 6
+    lists = write_painted(conditions, train[:1], tmp_path / "painted", seed=0)
+    seg = json.loads(lists["seg"].read_text())
+    assert len(seg["training"]) + len(seg["validation"]) == 6
+    entry = next(e for e in seg["training"] + seg["validation"] if e["infected"])
+    img = np.asarray(nib.load(entry["image"]).dataobj)[..., 0]
+    lab = np.asarray(nib.load(entry["label"]).dataobj)[..., 0]
+    assert abs(img[lab == 3].mean() - -350) < 40 and abs(img[lab == 1].mean() - -850) < 40
+
+
+def test_gap_closure_and_table():
+    results = {
+        "a_real_k_strong_aug": {"val_dice_infection": [0.2, 0.3]},
+        "b_cosingan": {"val_dice_infection": [0.4, 0.5]},
+        "c_all_real": {"val_dice_infection": [0.6, 0.7]},
+        "d_painted_control": {},
+    }
+    assert gap_closure(results, "val_dice_infection") == pytest.approx(0.5)
+    assert gap_closure(results, "val_dice_lung") is None
+    table = results_table(results, ExperimentOptions(dataset=".", out="."))
+    assert "| b_cosingan | n/a | n/a | 0.450 ± 0.050 |" in table
+    assert "infection Dice: 50%" in table
