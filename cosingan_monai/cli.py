@@ -11,6 +11,8 @@ COMMANDS: dict[str, str] = {
     "phantom": "cosingan_monai.commands.phantom:phantom",
     "inspect": "cosingan_monai.commands.inspect:inspect_case",
     "label-app": "cosingan_monai.commands.label_app:label_app",
+    "pipeline": "cosingan_monai.commands.pipeline:pipeline",
+    "experiment": "cosingan_monai.commands.experiment:experiment",
     "train-cls": "cosingan_monai.commands.train_cls:train_cls",
     "train-seg": "cosingan_monai.commands.train_seg:train_seg",
     "train-gan": "cosingan_monai.commands.train_gan:train_gan",
