@@ -1,8 +1,7 @@
-"""Shared helpers for the CoSinGAN tests: the training bundle's test preset as a CoSinGANConfig."""
+"""Shared helpers for the CoSinGAN tests: bundle paths and the training bundle's test preset as a config."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -11,14 +10,8 @@ from cosingan_monai.networks import CoSinGANConfig
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_BUNDLE = REPO / "bundles" / "cosingan_train"
 SAMPLE_BUNDLE = REPO / "bundles" / "cosingan_sample"
-TEST_PRESET_CONFIG = TRAIN_BUNDLE / "configs" / "presets" / "test.json"
 
 
-def preset_config(preset: Path, **overrides: Any) -> CoSinGANConfig:
-    """train.json's config block with a preset's `config#...` overrides (and keyword overrides) applied."""
-    base = json.loads((TRAIN_BUNDLE / "configs" / "train.json").read_text())["config"]
-    base = {k: v for k, v in base.items() if not k.startswith("_")}
-    for key, value in json.loads(Path(preset).read_text()).items():
-        if key.startswith("config#"):
-            base[key.split("#", 1)[1]] = value
-    return CoSinGANConfig.from_dict(base, **overrides)
+def config_for_test_preset(**overrides: Any) -> CoSinGANConfig:
+    """train.json's config with the test preset's `config#...` overrides (and keyword overrides) applied."""
+    return CoSinGANConfig.from_bundle(TRAIN_BUNDLE, "test", **overrides)

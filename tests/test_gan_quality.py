@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from gan_helpers import TEST_PRESET_CONFIG, preset_config
+from gan_helpers import config_for_test_preset
 from scipy import ndimage as ndi
 
 from cosingan_monai.lungmask import body_mask
@@ -31,7 +31,7 @@ def trained(tmp_path_factory, _one_thread):
 
     img, lab, _ = _slice(0)
     cond = label_to_condition(lab, body_mask(img))
-    cfg = preset_config(TEST_PRESET_CONFIG, iters_per_scale=QUALITY_ITERS)
+    cfg = config_for_test_preset(iters_per_scale=QUALITY_ITERS)
     model = train_cosingan(img, cond, cfg, tmp_path_factory.mktemp("gan"), progress=False, resume=False)
     return model, img, lab
 

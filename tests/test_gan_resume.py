@@ -97,3 +97,16 @@ def test_damaged_or_foreign_checkpoints_give_clear_errors(tmp_path, pair):
         _trainer(tmp_path, pair, config=other).run()
     fresh = _trainer(tmp_path, pair, resume=False, stop_after_scale=0).run()  # resume=False ignores it
     assert fresh.num_trained == 1
+
+
+def test_crop_training_with_lazy_penalty_and_frozen_stage1(tmp_path, pair):
+    """The demo preset's speed settings (crops, lazy GP, stage 1 frozen once stage 2 joins) train end to end."""
+    cfg = CoSinGANConfig(
+        max_size=24, min_size=12, base_channels=8, iters_per_scale=ITERS, aug_bank_size=4, crop_size=14,
+        gp_every=2, joint_stage1=False,
+    )  # fmt: skip
+    model = _trainer(tmp_path, pair, config=cfg).run()
+    assert model.num_trained == model.num_scales and all(model.stage2_on)
+    stats = json.loads((tmp_path / "train_stats.json").read_text())["scales"]
+    assert all(np.isfinite(s["last"]["loss_g"]) and np.isfinite(s["last"]["loss_d"]) for s in stats)
+    assert model.sizes[-1][0] > cfg.crop_size

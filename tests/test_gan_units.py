@@ -194,3 +194,37 @@ def test_volume_noise_is_ar1_correlated():
     assert coarse.std().item() == pytest.approx(1.0, abs=0.05)
     corr_fine = torch.corrcoef(torch.stack([fine[:-1].flatten(), fine[1:].flatten()]))[0, 1].item()
     assert abs(corr_fine) < 0.05
+
+
+def test_crop_windows_give_the_generator_its_context():
+    from cosingan_monai.engines.scale_step import crop_windows
+
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(50):
+        inner, outer, rel = crop_windows((50, 40), 16, 5, gen)
+        x = torch.arange(50 * 40).reshape(50, 40)
+        assert x[inner].shape == (16, 16)
+        assert torch.equal(x[outer][rel], x[inner])  # the inner window sits inside the outer one
+        for k in range(2):  # context on every side that is not the image border
+            assert outer[k].start == max(0, inner[k].start - 5)
+            assert outer[k].stop == min(x.shape[k], inner[k].stop + 5)
+
+
+def test_augmented_pairs_bank_refreshes_entries():
+    from cosingan_monai.engines.scale_step import AugmentedPairs
+
+    cfg = CoSinGANConfig(max_size=16, min_size=8, jitter_prob=0.0)
+    aug = HierarchicalAugment(cfg, [(16, 16)], seed=0)
+    calls = []
+
+    def prev_fn(cond):
+        calls.append(cond.shape[0])
+        return torch.full_like(cond[:, :1], float(len(calls)))
+
+    data = AugmentedPairs(torch.zeros(1, 1, 16, 16), torch.ones(1, 3, 16, 16), aug, 0, 2, 4, 0, refresh_every=2)
+    data.prev_fn = prev_fn
+    stream = iter(data)
+    batches = [next(stream) for _ in range(10)]
+    assert calls == [4] + [1] * 4  # the bank once, then one fresh entry every 2nd step
+    assert all(b["image"].shape == (2, 1, 16, 16) and b["prev"].shape == (2, 1, 16, 16) for b in batches)
+    assert {float(v) for b in batches for v in b["prev"][:, 0, 0, 0]} - {1.0} != set()  # refreshed entries drawn

@@ -18,7 +18,8 @@ from monai.handlers import LrScheduleHandler, TensorBoardStatsHandler
 
 from cosingan_monai.augment import HierarchicalAugment
 from cosingan_monai.engines.handlers import ImageGridHandler, PeriodicCheckpoint
-from cosingan_monai.engines.scale_trainer import AugmentedPairs, ScaleTrainer, build_critics
+from cosingan_monai.engines.scale_step import AugmentedPairs, ScaleStep, build_critics
+from cosingan_monai.engines.scale_trainer import ScaleTrainer
 from cosingan_monai.networks.config import CoSinGANConfig
 from cosingan_monai.networks.pyramid import CheckpointError, CoSinGAN, torch_load_checked
 
@@ -222,21 +223,17 @@ class MultiScaleTrainer:
         imgs, conds = m.training_pyramids()
         augment = HierarchicalAugment(c, m.sizes, seed=c.seed, device=self.device)
         data = AugmentedPairs(
-            imgs[scale], conds[scale], augment, scale, c.batch_size, c.aug_bank_size, seed=c.seed * 7919 + scale
-        )
-        trainer = ScaleTrainer(
-            self.device,
-            m,
+            imgs[scale],
+            conds[scale],
+            augment,
             scale,
-            (d1, d2),
-            opt_g,
-            opt_d,
-            data,
-            iters,
-            self._handlers(scale),
-            self.amp,
-            channels_last=c.channels_last,
+            c.batch_size,
+            c.aug_bank_size,
+            c.seed * 7919 + scale,
+            c.bank_refresh_every,
         )
+        step = ScaleStep(m, scale, (d1, d2), opt_g, opt_d, iters, self.device, self.amp)
+        trainer = ScaleTrainer(step, data, iters, self._handlers(scale))
         if state is not None:
             trainer.state.iteration = int(state["iteration"])
             trainer.state.epoch = int(state["iteration"]) // iters

@@ -7,7 +7,9 @@ and bundle presets can override any field as `config#<field>`.
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 
@@ -46,7 +48,10 @@ class CoSinGANConfig:
     lr_decay_at: float = 0.8  # fraction of a scale's iterations where the learning rates drop ...
     lr_gamma: float = 0.1  # ... by this factor
     d_steps: int = 1  # critic updates per generator update
-    aug_bank_size: int = 64  # augmented variants made per scale up front (0 = augment every step)
+    aug_bank_size: int = 64  # bank of (augmented pair, coarse input) per scale (0 = everything fresh every step)
+    bank_refresh_every: int = 4  # replace one bank entry every this many steps
+    crop_size: int = 0  # train scales larger than this on random crops of this side (0 = whole image)
+    crop_margin: int = -1  # generator context around a crop in px (-1 = its receptive radius)
     channels_last: bool = True  # NHWC convolutions (measured faster on CPU; neutral on CUDA)
     gp_weight: float = 0.1  # WGAN-GP weight (SinGAN's 0.1)
     gp_every: int = 1  # lazy regularisation: penalty every k critic steps, weighted by k
@@ -109,6 +114,21 @@ class CoSinGANConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of primitives (what the model file stores)."""
         return dataclasses.asdict(self)
+
+    @classmethod
+    def from_bundle(cls, bundle: str | Path, preset: str | None = None, **overrides: Any) -> CoSinGANConfig:
+        """The config a cosingan_train bundle trains with: train.json's `config`, a preset's `config#...` values.
+
+        References and expressions ("@seed", "$...") keep the dataclass defaults.
+        """
+        configs = Path(bundle) / "configs"
+        base = json.loads((configs / "train.json").read_text())["config"]
+        values = {k: v for k, v in base.items() if not k.startswith("_") and not str(v).startswith(("@", "$"))}
+        if preset and preset != "full":
+            for key, value in json.loads((configs / "presets" / f"{preset}.json").read_text()).items():
+                if key.startswith("config#"):
+                    values[key.split("#", 1)[1]] = value
+        return cls.from_dict(values, **overrides)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None = None, **overrides: Any) -> CoSinGANConfig:
