@@ -16,8 +16,14 @@ $(STAMP): setup.cfg pyproject.toml
 
 venv: $(STAMP)
 
+# The main job on the embedded default data: one phantom case in, CoSinGAN + classifier + 2D/3D segmenters out,
+# evaluated on three other phantom cases (one healthy) against a real-slice + strong-augmentation baseline.
+DEMO_RUN ?= runs/demo
 demo: $(STAMP)
-	$(VENV)/bin/cosingan-monai demo
+	$(VENV)/bin/cosingan-monai phantom --out data/phantom/train --cases 1 --seed 0 --size 256 --slices 48 --healthy-fraction 0
+	$(VENV)/bin/cosingan-monai phantom --out data/phantom/eval --cases 3 --seed 100 --size 256 --slices 48 --healthy-fraction 0.34
+	$(VENV)/bin/cosingan-monai pipeline --case data/phantom/train/COVID-19-CT-Seg_20cases/phantom_000.nii.gz \
+	  --preset demo --eval data/phantom/eval --out $(DEMO_RUN) --force
 
 test: $(STAMP)
 	$(VPY) -m pytest -q
