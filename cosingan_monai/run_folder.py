@@ -39,7 +39,7 @@ class RunFolder:
     """Owns RUN/: creation policy, per-stage manifests (RUN/manifests/<stage>.json) and stage timing."""
 
     def __init__(self, root: str | Path, resume: bool = False, force: bool = False, command: str = "") -> None:
-        self.root = Path(root)
+        self.root = Path(root).resolve()  # bundles run with their own folder as cwd: paths must be absolute
         marker = self.root / RUN_MARKER
         if self.root.exists() and any(self.root.iterdir()):
             if not marker.exists():
