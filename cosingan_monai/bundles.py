@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -230,8 +231,15 @@ def _run_subprocess(bundle: Path, workflow: str, args_file: Path, nproc: int, th
     with open(log, "w") as fh:
         proc = subprocess.run(cmd, cwd=bundle, env=env, stdout=fh, stderr=subprocess.STDOUT, check=False)
     if proc.returncode != 0:
-        tail = "".join(log.read_text(errors="replace").splitlines(keepends=True)[-25:])
-        raise RuntimeError(f"bundle {bundle.name} {workflow} failed (exit {proc.returncode}); log {log}:\n{tail}")
+        lines = log.read_text(errors="replace").splitlines()
+        # chained tracebacks bury the root cause; quote every exception line, then the log's tail
+        errors = list(dict.fromkeys(ln for ln in lines if re.match(r"^[\w.]*(Error|Exception)\b.*:", ln)))
+        tail = "\n".join(lines[-12:])
+        raise RuntimeError(
+            f"bundle {bundle.name} {workflow} failed (exit {proc.returncode}); log {log}\n"
+            + "\n".join(errors[-6:])
+            + f"\n...\n{tail}"
+        )
     return log
 
 
