@@ -124,6 +124,7 @@ class ScaleStep:
         self.rec_loss = MixedReconstructionLoss(c.rec_ssim_weight, c.ssim_win)
         self.join_iteration = math.floor(c.stage2_start * iterations + 0.5) if c.stage2_start < 1.0 else None
         self._gp_count = 0
+        self._rec1: torch.Tensor | None = None
         imgs, conds = model.training_pyramids()
         self.real_rec = self._fmt(imgs[self.scale])
         self.cond_rec = self._fmt(conds[self.scale])
@@ -156,6 +157,16 @@ class ScaleStep:
         m.noise_amps2[n] = m.config.noise_amp_factor * rmse
         m.stage2_on[n] = True
         return m.noise_amps2[n]
+
+    @torch.no_grad()
+    def _frozen_rec1(self) -> torch.Tensor:
+        """Stage 1's full-size reconstruction, computed once after it froze (joint_stage1=False)."""
+        if self._rec1 is None:
+            m, n = self.model, self.scale
+            z1 = m.noise_amps[n] * m.z_opt.expand_as(self.rec_up) if n == 0 else 0.0
+            with self.amp_policy.autocast():
+                self._rec1 = self._fmt(m.generators[n].forward_stage1(self.rec_up, self.cond_rec, z1).float())
+        return self._rec1
 
     def _step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
         optimizer.zero_grad(set_to_none=True)
@@ -250,8 +261,8 @@ class ScaleStep:
                 adv = adv + generator_adv_loss(self.critic1(x1, cond))
             if stage2:
                 adv = adv + generator_adv_loss(self.critic2(x2, cond), w2)
-            with torch.set_grad_enabled(train1):
-                r = g.forward_stage1(rec_up, rec_cond, zr)
+            # a frozen stage 1's reconstruction is a constant of the rest of the scale: computed once
+            r = g.forward_stage1(rec_up, rec_cond, zr) if train1 else self._frozen_rec1()[..., outer[0], outer[1]]
             rec = self.rec_loss(r[..., rel[0], rel[1]], rec_real) if train1 else real.new_zeros(())
             if stage2:
                 r = g.forward_stage2(r, rec_cond, torch.zeros_like(r))
