@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from cosingan_monai.conditions import build_conditions
-from cosingan_monai.io import Case, CaseError, find_label, load_case, save_nifti
+from cosingan_monai.io import Case, CaseError, find_label, load_case, save_nifti, slice_affine
 from cosingan_monai.lungmask import body_mask
 from cosingan_monai.transforms import select_slices
 
@@ -46,13 +46,6 @@ def prepare_case(image: str | Path, label: str | Path | None = None, intensity: 
     hu = case.hu()
     body = body_mask(hu, spacing=case.spacing) | lung
     return PreparedCase(hu=hu, label=full, body=body, affine=case.affine, source=case)
-
-
-def slice_affine(affine: np.ndarray, z: int) -> np.ndarray:
-    """The affine of axial slice z as its own (x, y, 1) volume: same axes, origin moved to that slice."""
-    out = np.array(affine, dtype=np.float64, copy=True)
-    out[:3, 3] = affine[:3, :3] @ np.array([0.0, 0.0, float(z)]) + affine[:3, 3]
-    return out
 
 
 def write_case(prepared: PreparedCase, out_dir: Path) -> dict[str, str]:

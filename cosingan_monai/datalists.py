@@ -19,7 +19,15 @@ from typing import Any
 
 import numpy as np
 
-from cosingan_monai.io import NIFTI_SUFFIXES, CaseError, atomic_write_path, find_label, load_case, save_nifti
+from cosingan_monai.io import (
+    NIFTI_SUFFIXES,
+    CaseError,
+    atomic_write_path,
+    find_label,
+    load_case,
+    save_nifti,
+    slice_affine,
+)
 
 SPLITS: tuple[str, str, str] = ("training", "validation", "test")
 INFECTION = 3
@@ -161,16 +169,6 @@ def find_png_pairs(root: str | os.PathLike[str]) -> list[tuple[Path, Path]]:
     return pairs
 
 
-def _slice_affine(affine: np.ndarray, z: int) -> np.ndarray:
-    """The affine of axial slice z of a volume: same axes, origin moved to that slice."""
-    out = np.array(affine, dtype=np.float64, copy=True)
-    out[:3, 3] = affine[:3, :3] @ np.array([0.0, 0.0, float(z)]) + affine[:3, 3]
-    return out
-
-
-# ------------------------------------------------------------------------------------------------ volumes
-
-
 def prepare_volumes(
     root: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
@@ -273,7 +271,7 @@ def prepare_slices(
         case = load_case(image, label)
         hu, lab = case.hu(), case.label_map()
         per_case[case_name] = [
-            _write_slice(out, f"{case_name}_z{z:03d}", hu[..., z], lab[..., z], _slice_affine(case.affine, z), min_px)
+            _write_slice(out, f"{case_name}_z{z:03d}", hu[..., z], lab[..., z], slice_affine(case.affine, z), min_px)
             for z in range(0, hu.shape[2], stride)
             if _keep_slice(lab[..., z], min_lung_fraction)
         ]

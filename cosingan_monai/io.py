@@ -132,6 +132,13 @@ def display_to_ras(png2d: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(arr[::-1, ::-1].T)
 
 
+def slice_affine(affine: np.ndarray, z: int) -> np.ndarray:
+    """The affine of axial slice z of a volume as its own (x, y, 1) image: same axes, origin moved to that slice."""
+    out = np.array(affine, dtype=np.float64, copy=True)
+    out[:3, 3] = affine[:3, :3] @ np.array([0.0, 0.0, float(z)]) + affine[:3, 3]
+    return out
+
+
 # --------------------------------------------------------------------------------------------- atomic writes
 
 

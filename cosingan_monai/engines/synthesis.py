@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from ignite.engine import Events
 from monai.engines import Evaluator
 
-from cosingan_monai.io import NIFTI_SUFFIXES, CaseError, ras_to_display, save_nifti, save_png
+from cosingan_monai.io import NIFTI_SUFFIXES, CaseError, ras_to_display, save_nifti, save_png, slice_affine
 from cosingan_monai.networks.pyramid import CoSinGAN
 
 logger = logging.getLogger("cosingan_monai.sample")
@@ -66,12 +66,6 @@ def lung_slices(label: np.ndarray, k: int) -> list[int]:
 def _spacing(affine: np.ndarray) -> tuple[float, float]:
     sp = np.linalg.norm(np.asarray(affine)[:3, :3], axis=0)
     return float(sp[0]), float(sp[1])
-
-
-def _slice_affine(affine: np.ndarray, z: int) -> np.ndarray:
-    shift = np.eye(4)
-    shift[2, 3] = z
-    return np.asarray(affine, float) @ shift
 
 
 def _entries(conditions: Any, datalist: str | None) -> list[dict[str, Any]]:
@@ -137,7 +131,7 @@ def build_condition_items(
                 (
                     label[..., z],
                     None if body is None else body[..., z] > 0,
-                    _slice_affine(affine, z),
+                    slice_affine(affine, z),
                     f"{entry['label']}[z={z}]",
                 )
                 for z in lung_slices(label, slices_per_volume)
