@@ -247,3 +247,28 @@ def test_classifier_generalizes_to_unseen_phantom_cases(tmp_path):
     metrics = bundles.run_bundle(bundle, "evaluate", "test", values, in_process=True, threads=THREADS).metrics
     print("classifier on 20 unseen phantom cases:", json.dumps({k: round(v, 4) for k, v in metrics.items()}))
     assert metrics["val_auc"] > 0.6, metrics
+
+
+#: multi_gpu_train.json on a CPU: gloo instead of nccl, no CUDA device (everything else as shipped).
+CPU_DDP = {
+    "device": "$torch.device('cpu')",
+    "network#device_ids": None,
+    "initialize": [
+        "$import torch.distributed as dist",
+        "$dist.is_initialized() or dist.init_process_group(backend='gloo')",
+        "$monai.utils.set_determinism(seed=@seed)",
+    ],
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["covid_slice_classifier", "covid_seg_2d", "covid_seg_3d"])
+def test_multi_gpu_config_under_torchrun_on_cpu(phantom_data, tmp_path, name):
+    """multi_gpu_train.json (DistributedSampler, DDP, rank-0 logging) runs under torchrun with 2 CPU processes."""
+    key = {"covid_slice_classifier": "datalist_cls", "covid_seg_2d": "datalist", "covid_seg_3d": "datalist_3d"}[name]
+    bundle = bundles.copy_bundle(name, tmp_path)
+    values = {"datalist": str(phantom_data[key]), "max_epochs": 2, "val_interval": 1, **CPU_DDP}
+    run = bundles.run_bundle(bundle, "multi_gpu_train", "test", values, nproc=2, threads=THREADS)
+    log = run.log_file.read_text()
+    assert log.count("Epoch[2] Metrics") == 1  # only rank 0 logs validation
+    assert (bundle / "models" / "model.pt").is_file()
