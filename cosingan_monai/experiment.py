@@ -24,6 +24,7 @@ from cosingan_monai.pipeline import (
     _stage,
     evaluate_bundle,
     real_slice_datalist,
+    single_thread_on_cpu,
     synthesize,
     train_downstream,
     train_gans,
@@ -154,6 +155,7 @@ def real_datalists(train: list[dict[str, Any]], out: Path) -> dict[str, Path]:
 
 def run_experiment(opts: ExperimentOptions, echo: Echo = print) -> str:
     """Run every arm for every seed into opts.out; write results.json and results.md; return the table."""
+    single_thread_on_cpu()
     run = RunFolder(opts.out, resume=opts.resume, force=opts.force, command=opts.command)
     sizes = PIPELINE_PRESETS[opts.preset]
     data = run.root / "data"
