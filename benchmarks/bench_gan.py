@@ -166,6 +166,38 @@ def quality(model: CoSinGAN, unseen: dict) -> dict:
     }
 
 
+def compile_check(size: int = 74, reps: int = 20) -> dict:
+    """Does torch.compile pay on this CPU? Generator stage 1 + critic forward/backward at the demo crop size."""
+    from cosingan_monai.networks.critic import PatchCritic
+    from cosingan_monai.networks.generator import ScaleGenerator
+
+    g = ScaleGenerator(3, 32).to(memory_format=torch.channels_last)
+    d = PatchCritic(3, 32).to(memory_format=torch.channels_last)
+    up = torch.randn(1, 1, size, size).contiguous(memory_format=torch.channels_last)
+    cond = torch.rand(1, 3, size, size).contiguous(memory_format=torch.channels_last)
+
+    def step(gm, dm, u, c, z):
+        x = gm.forward_stage1(u, c, z)
+        loss = -dm(x, c).mean() + (x - u).abs().mean()
+        loss.backward()
+        return loss
+
+    def timed(fn) -> float:
+        for _ in range(3):
+            fn(g, d, up, cond, 0.1 * torch.randn_like(up))
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            fn(g, d, up, cond, 0.1 * torch.randn_like(up))
+        return round((time.perf_counter() - t0) / reps * 1e3, 1)
+
+    eager = timed(step)
+    t0 = time.perf_counter()
+    compiled_fn = torch.compile(step)
+    compiled_fn(g, d, up, cond, 0.1 * torch.randn_like(up))
+    compile_s = round(time.perf_counter() - t0, 1)
+    return {"size": size, "eager_ms": eager, "compiled_ms": timed(compiled_fn), "compile_s": compile_s}
+
+
 def generated_body(hu: np.ndarray) -> np.ndarray:
     """The body a synthetic slice shows: tissue above -500 HU, largest component, holes filled (lungs inside)."""
     return body_mask(hu)
@@ -241,6 +273,7 @@ def main() -> None:
         help="also train with/without the body channel for ITERS iterations/scale and compare bodies",
     )
     ap.add_argument("--only-ablation", action="store_true", help="run just the body ablation, merged into --out")
+    ap.add_argument("--compile-check", action="store_true", help="also time torch.compile against eager")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -260,14 +293,19 @@ def main() -> None:
         "unseen_mask": {"phantom_seed": 3, "slice": unseen["slice"]},
     }
     pair = (hu_to_unit(train["hu"]), label_to_condition(train["label"], train["body"]))
-    if args.only_ablation:
+    if args.only_ablation:  # merge just the extra measurements into an existing result file
         result = json.loads(args.out.read_text()) if args.out.is_file() else result
+        if args.compile_check:
+            result["torch_compile"] = compile_check()
         with tempfile.TemporaryDirectory() as tmp:
-            result["body_channel_ablation"] = body_ablation(train, [3, 4, 5], args.body_ablation or 150, Path(tmp))
+            if args.body_ablation:
+                result["body_channel_ablation"] = body_ablation(train, [3, 4, 5], args.body_ablation, Path(tmp))
         with atomic_write_path(args.out) as tmp_out:
             tmp_out.write_text(json.dumps(result, indent=1) + "\n")
-        print(json.dumps(result["body_channel_ablation"], indent=1))
+        print(json.dumps({k: result.get(k) for k in ("torch_compile", "body_channel_ablation")}, indent=1))
         return
+    if args.compile_check:
+        result["torch_compile"] = compile_check()
     with tempfile.TemporaryDirectory() as tmp:
         if args.body_ablation:
             result["body_channel_ablation"] = body_ablation(train, [3, 4, 5], args.body_ablation, Path(tmp))
@@ -299,12 +337,15 @@ def main() -> None:
         }
         if args.target:
             tcfg = CoSinGANConfig.from_dict({**cfg.to_dict(), "iters_per_scale": TARGET_ITERS})
-            _, measured = train_engine(pair, tcfg, Path(tmp) / "target")
+            target_model, measured = train_engine(pair, tcfg, Path(tmp) / "target")
             result["target_128px_2000it"].update(
                 method="measured (engine, demo preset with 2000 iterations/scale)",
                 seconds=measured["total_s"],
                 scales=measured["scales"],
             )
+            result["quality_target_model"] = quality(target_model, unseen)
+            grid = args.grid.with_name(args.grid.stem + "_2000it.png")
+            result["sample_grid_target_model"] = os.path.relpath(sample_grid(target_model, unseen, grid), REPO)
         tr = result["target_128px_2000it"]
         tr["meets_target"] = tr["seconds"] <= TARGET_SECONDS
         cond = model.to_condition(unseen["label"], spacing=unseen["spacing"])
