@@ -85,7 +85,7 @@ def copy_bundle(name: str, dest_root: str | os.PathLike[str], suffix: str = "") 
     return dest
 
 
-def _read_json(path: Path) -> Any:
+def read_json(path: Path) -> Any:
     """Parse a JSON file; CaseError names the file when it is missing or malformed."""
     try:
         return json.loads(path.read_text())
@@ -115,7 +115,7 @@ def preset_overrides(bundle: str | os.PathLike[str], workflow: str, preset: str)
     overlay = Path(bundle) / "configs" / "presets" / f"{preset}.json"
     if preset == "full" and not overlay.is_file():
         return {}
-    values = _read_json(overlay)
+    values = read_json(overlay)
     if not isinstance(values, dict):
         raise CaseError(overlay, "a preset overlay must be a JSON object of 'id': value pairs")
     from monai.bundle import ConfigParser
@@ -190,7 +190,7 @@ def _run_in_process(args_file: Path, workflow: str, threads: int | None = None) 
     import torch
     from monai.bundle import ConfigWorkflow
 
-    args = dict(_read_json(args_file))
+    args = dict(read_json(args_file))
     config_file = args.pop("config_file")
     saved_threads = torch.get_num_threads()
     if threads:
@@ -262,7 +262,7 @@ def _recorded_overrides(bundle: Path, preset: str | None) -> tuple[str, dict[str
     record = bundle / "logs" / "train_args.json"
     if not record.is_file():
         return preset or "full", {}
-    args = {k: v for k, v in _read_json(record).items() if k.startswith("network_def") or k == "num_classes"}
+    args = {k: v for k, v in read_json(record).items() if k.startswith("network_def") or k == "num_classes"}
     return preset or (bundle / "logs" / "train_preset.txt").read_text().strip(), args
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from cosingan_monai.bundles import read_json
 from cosingan_monai.io import NIFTI_SUFFIXES, CaseError, atomic_write_path, find_label, load_case, save_nifti
 
 SEG_BUNDLES: tuple[str, ...] = ("covid_seg_2d", "covid_seg_3d")
@@ -127,19 +128,11 @@ def preset_overlays(bundle: Path) -> dict[str, Path | None]:
     return overlays
 
 
-def _read_json(path: Path) -> Any:
-    """Parse a JSON file; CaseError names the file when it is unreadable or malformed."""
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise CaseError(path, f"not readable JSON ({exc})") from exc
-
-
 def _read_overrides(path: Path | None) -> dict[str, Any]:
     """An overlay file's 'id': value pairs (None -> none)."""
     if path is None:
         return {}
-    values = _read_json(path)
+    values = read_json(path)
     if not isinstance(values, dict):
         raise CaseError(path, "an overlay must be a JSON object of 'id': value pairs")
     return values
@@ -185,7 +178,7 @@ def merged_config(config_file: Path, overrides: dict[str, Any]) -> dict[str, Any
         if parser.get(parent or key, _MISSING) is not _MISSING:
             parser[key] = value
     config: dict[str, Any] = parser.config  # type: ignore[assignment]
-    if "_meta_" not in _read_json(config_file):
+    if "_meta_" not in read_json(config_file):
         config.pop("_meta_", None)  # ConfigParser adds an empty _meta_; keep the file as its author wrote it
     return config
 

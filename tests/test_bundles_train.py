@@ -58,6 +58,17 @@ def _assert_saved_like_input(pred: Path, image: Path) -> np.ndarray:
     return arr
 
 
+def _infer_on(bundle: Path, image: Path, tmp_path: Path) -> Path:
+    """Run the bundle's inference workflow on one file (linked into its own folder); returns the output folder."""
+    infer_dir = tmp_path / "in"
+    infer_dir.mkdir()
+    (infer_dir / image.name).symlink_to(image)
+    out = tmp_path / "pred"
+    overrides = {"dataset_dir": str(infer_dir), "output_dir": str(out)}
+    bundles.run_bundle(bundle, "inference", "test", overrides, in_process=True, threads=THREADS)
+    return out
+
+
 def test_seg2d_train_evaluate_infer_export(phantom_data, tmp_path):
     datalist = phantom_data["datalist"]
     bundle = bundles.copy_bundle("covid_seg_2d", tmp_path / "bundles")
@@ -141,17 +152,7 @@ def test_classifier_train_cls_command_metrics(phantom_data, tmp_path):
     # inference: a volume becomes one row per axial slice (SplitDimd)
     test_case = Path(test[0]["image"]).name.split("_z")[0]
     volume = phantom_data["root"] / "ctseg" / "COVID-19-CT-Seg_20cases" / f"{test_case}.nii.gz"
-    infer_dir = tmp_path / "in"
-    infer_dir.mkdir()
-    (infer_dir / volume.name).symlink_to(volume)
-    bundles.run_bundle(
-        bundle,
-        "inference",
-        "test",
-        {"dataset_dir": str(infer_dir), "output_dir": str(tmp_path / "pred")},
-        in_process=True,
-        threads=THREADS,
-    )
+    _infer_on(bundle, volume, tmp_path)
     with open(tmp_path / "pred" / "predictions.csv") as fh:
         rows_vol = list(csv.reader(fh))
     assert [r[0].rsplit(":z", 1)[1] for r in rows_vol] == [str(z) for z in range(nib.load(volume).shape[2])]
@@ -171,17 +172,7 @@ def test_seg3d_train_evaluate_infer_beats_chance(phantom_data, tmp_path):
     assert bundles.torchscript_max_diff(bundle, (1, 1, 32, 32, 16)) < 1e-4
 
     image = _abs(datalist, test[0]["image"])
-    infer_dir = tmp_path / "in"
-    infer_dir.mkdir()
-    (infer_dir / image.name).symlink_to(image)
-    bundles.run_bundle(
-        bundle,
-        "inference",
-        "test",
-        {"dataset_dir": str(infer_dir), "output_dir": str(tmp_path / "pred")},
-        in_process=True,
-        threads=THREADS,
-    )
+    _infer_on(bundle, image, tmp_path)
     pred = _assert_saved_like_input(tmp_path / "pred" / image.name.replace(".nii.gz", "_seg.nii.gz"), image)
     truth = np.asarray(nib.load(_abs(datalist, test[0]["label"])).dataobj) > 0
     assert _dice(pred > 0, truth) > 2 * truth.mean() / (1 + truth.mean())

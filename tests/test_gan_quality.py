@@ -25,7 +25,7 @@ def _slice(seed: int, size: int = 96) -> tuple[np.ndarray, np.ndarray, np.ndarra
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, _one_thread):
+def trained(tmp_path_factory, one_torch_thread):
     """(model, training HU slice, its label) after a short test-preset training on phantom case 0."""
     from cosingan_monai.engines.train_loop import train_cosingan
 
@@ -47,13 +47,7 @@ def _lesion_like_fraction(hu: np.ndarray, region: np.ndarray, threshold: float) 
     return float((hu[:, region] > threshold).mean())
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny convolutions gain nothing from threads, and shared CPUs make OpenMP spin-waits very costly."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_reconstruction_beats_constant_image(trained):

@@ -15,12 +15,7 @@ from cosingan_monai.networks import CheckpointError, CoSinGAN, CoSinGANConfig
 ITERS = 6
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
