@@ -20,23 +20,35 @@ MAX_BRANCHES = 1500  # per tree; breadth-first growth, so the cap trims the fine
 
 
 def raster_segments(grid: Grid, segs: list[Segment], out: np.ndarray) -> None:
-    """Max-accumulate into `out` each tube's partial-volume fraction (0..1), only within its bounding box."""
+    """Max-accumulate into `out` each tube's partial-volume fraction (0..1), only within its bounding box.
+
+    A voxel's fraction is the tube's anti-aliased in-plane occupancy averaged over sub-planes spread across the
+    slice thickness, so a thick slice dilutes a thin vessel instead of showing it at full density over its whole
+    z range (which made healthy lung far denser than real lung in thick-slice phantoms).
+    """
     xs, ys, zs = grid.axis(0), grid.axis(1), grid.axis(2)
     sp, sz = grid.sp, grid.sz
+    n_sub = int(np.clip(math.ceil(sz / sp), 1, 12))
+    offsets = [float(o) for o in (np.arange(n_sub) + 0.5) / n_sub * sz - 0.5 * sz]
     for p0, p1, r in segs:
-        margin = r + sp + np.array([0, 0, 0.25 * sz])
+        margin = r + sp + np.array([0, 0, 0.5 * sz])
         i0, i1 = grid.index_box(np.minimum(p0, p1) - margin, np.maximum(p0, p1) + margin)
         if np.any(i1 <= i0):
             continue
-        px = xs[i0[0] : i1[0], None, None] - p0[0]
-        py = ys[None, i0[1] : i1[1], None] - p0[1]
-        pz = zs[None, None, i0[2] : i1[2]] - p0[2]
-        d = p1 - p0
-        s = np.clip((px * d[0] + py * d[1] + pz * d[2]) / max(float(d @ d), 1e-6), 0.0, 1.0)
-        dx, dy = px - s * d[0], py - s * d[1]
-        dz = np.maximum(np.abs(pz - s * d[2]) - 0.25 * sz, 0.0)  # a thick slice sees a tube over a wider z range
-        dist = np.sqrt(dx * dx + dy * dy + dz * dz)
-        frac = np.clip((r - dist) / sp + 0.5, 0.0, 1.0).astype(np.float32)
+        # Python floats keep the arithmetic in the axes' float32 (a float64 scalar would promote every array).
+        (ax, ay, az), (dx, dy, dz) = (float(v) for v in p0), (float(v) for v in p1 - p0)
+        px = xs[i0[0] : i1[0], None, None] - ax
+        py = ys[None, i0[1] : i1[1], None] - ay
+        pz0 = zs[None, None, i0[2] : i1[2]] - az
+        inv_dd = 1.0 / max(dx * dx + dy * dy + dz * dz, 1e-6)
+        proj_xy = (px * dx + py * dy) * inv_dd
+        frac = np.zeros((i1[0] - i0[0], i1[1] - i0[1], i1[2] - i0[2]), np.float32)
+        for off in offsets:
+            pz = pz0 + off
+            s = np.clip(proj_xy + pz * (dz * inv_dd), 0.0, 1.0)
+            dist = np.sqrt((px - s * dx) ** 2 + (py - s * dy) ** 2 + (pz - s * dz) ** 2)
+            frac += np.clip((r - dist) * (1.0 / sp) + 0.5, 0.0, 1.0)
+        frac *= 1.0 / n_sub
         view = out[i0[0] : i1[0], i0[1] : i1[1], i0[2] : i1[2]]
         np.maximum(view, frac, out=view)
 
