@@ -1,8 +1,13 @@
 """Hierarchical data augmentation for the single training pair (DESIGN.md).
 
-Joint geometric augmentation of image + condition (flip, small affine, elastic) is strongest at the coarsest scale
-(global layout) and weakest at the finest (texture), plus a global intensity/contrast jitter on the image alone so
-samples do not all copy the training slice's brightness and contrast. Built from stock MONAI random transforms.
+Joint geometric augmentation of image + condition (flip, zoom-out, small affine, elastic) is strongest at the
+coarsest scale (global layout) and weakest at the finest (texture), plus a global intensity/contrast jitter on the
+image alone so samples do not all copy the training slice's brightness and contrast. Built from stock MONAI random
+transforms.
+
+Geometric padding is air in the image and zero in every condition channel. A zoomed-in training slice (the body
+fills the frame, common in PNG exports) then still teaches the GAN that "outside the body mask" means air;
+without it, samples for a mask with a normal field of view filled the air around the body with tissue.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from monai.transforms import (
     RandFlipd,
     RandScaleIntensityd,
     RandShiftIntensityd,
+    RandZoomd,
 )
 
 from cosingan_monai.networks.config import CoSinGANConfig
@@ -36,19 +42,27 @@ def scale_strength(config: CoSinGANConfig, scale: int, num_scales: int) -> float
 def build_scale_transforms(
     config: CoSinGANConfig, scale: int, num_scales: int, size: tuple[int, int], device: torch.device | None = None
 ) -> Compose:
-    """MONAI Compose for one scale's (1, H, W) image and (C, H, W) condition, in network units [-1, 1].
+    """MONAI Compose of one scale's joint geometric augmentation of (1, H, W) image and (C, H, W) condition.
 
-    Geometric ranges shrink with `scale_strength`; the intensity jitter is global and the same at every scale.
-    Images are padded with their border (air), conditions with zeros (no lung outside the field of view).
+    Ranges shrink with `scale_strength`. Padding is zero for both keys, so the image must come in with air at 0
+    (HierarchicalAugment shifts it) and conditions are padded with "no lung, no lesion, no body".
     """
     s = scale_strength(config, scale, num_scales)
     side = float(min(size))
-    g = 1.0 + config.jitter_gamma
     elastic_spacing = max(4.0, config.aug_elastic_spacing * side)
     keys = [IMAGE, COND]
     return Compose(
         [
             RandFlipd(keys, prob=config.aug_flip_prob, spatial_axis=0),
+            RandZoomd(
+                keys,
+                prob=config.aug_zoom_prob,
+                min_zoom=1.0 - config.aug_zoom_out * s,
+                max_zoom=1.0,
+                mode=("area", "area"),
+                padding_mode=("constant", "constant"),
+                keep_size=True,
+            ),
             Rand2DElasticd(
                 keys,
                 spacing=(elastic_spacing, elastic_spacing),
@@ -58,15 +72,39 @@ def build_scale_transforms(
                 translate_range=(config.aug_translate * s * size[0], config.aug_translate * s * size[1]),
                 scale_range=(config.aug_scale * s, config.aug_scale * s),
                 mode=("bilinear", "bilinear"),
-                padding_mode=("border", "zeros"),
+                padding_mode=("zeros", "zeros"),
                 device=device,
             ),
-            RandAdjustContrastd(IMAGE, prob=config.jitter_prob, gamma=(1.0 / g, g)),
-            RandScaleIntensityd(IMAGE, factors=config.jitter_scale, prob=config.jitter_prob),
-            RandShiftIntensityd(IMAGE, offsets=config.jitter_shift, prob=config.jitter_prob),
         ],
         lazy=False,
     )
+
+
+def build_intensity_jitter(config: CoSinGANConfig) -> Compose:
+    """MONAI Compose of the global gamma/contrast, scale and shift jitter of the image (same at every scale)."""
+    g = 1.0 + config.jitter_gamma
+    return Compose(
+        [
+            RandAdjustContrastd(IMAGE, prob=config.jitter_prob, gamma=(1.0 / g, g)),
+            RandScaleIntensityd(IMAGE, factors=config.jitter_scale, prob=config.jitter_prob),
+            RandShiftIntensityd(IMAGE, offsets=config.jitter_shift, prob=config.jitter_prob),
+        ]
+    )
+
+
+def air_value(image: torch.Tensor, cond: torch.Tensor, config: CoSinGANConfig) -> float:
+    """The image's air level in network units: its median outside the body channel, else config.air_hu.
+
+    Scanner padding or black PNG borders outside the body are what the GAN should paint there; a slice whose body
+    fills the frame (or a model without a body channel) falls back to air at config.air_hu.
+    """
+    from cosingan_monai.transforms import hu_to_unit
+
+    if cond.shape[0] > 2:
+        outside = cond[2] < 0.5
+        if outside.float().mean() >= 0.02:
+            return float(image[0][outside].median())
+    return float(hu_to_unit(torch.tensor(config.air_hu)))
 
 
 class HierarchicalAugment:
@@ -80,9 +118,11 @@ class HierarchicalAugment:
         self.device = device
         self.seed = int(seed)
         self._cache: dict[int, Compose] = {}
+        self.jitter = build_intensity_jitter(config)
+        self.jitter.set_random_state(seed=(self.seed * 7919 + 17) % (2**32))
 
     def transforms(self, scale: int) -> Compose:
-        """The (cached, seeded) transform chain of one scale."""
+        """The (cached, seeded) geometric transform chain of one scale."""
         if scale not in self._cache:
             t = build_scale_transforms(self.config, scale, len(self.sizes), self.sizes[scale], self.device)
             t.set_random_state(seed=(self.seed * 1009 + scale) % (2**32))
@@ -94,9 +134,11 @@ class HierarchicalAugment:
         t = self.transforms(scale)
         imgs, conds = [], []
         for b in range(image.shape[0]):
-            out = t({IMAGE: image[b].clone(), COND: cond[b].clone()})
-            imgs.append(torch.as_tensor(out[IMAGE]).as_subclass(torch.Tensor))
-            conds.append(torch.as_tensor(out[COND]).as_subclass(torch.Tensor))
+            air = air_value(image[b], cond[b], self.config)
+            moved = t({IMAGE: image[b] - air, COND: cond[b].clone()})  # air at 0, so zero padding is air
+            shifted = torch.as_tensor(moved[IMAGE]).as_subclass(torch.Tensor) + air
+            imgs.append(torch.as_tensor(self.jitter({IMAGE: shifted})[IMAGE]).as_subclass(torch.Tensor))
+            conds.append(torch.as_tensor(moved[COND]).as_subclass(torch.Tensor))
         img = torch.stack(imgs).to(image.device, image.dtype).clamp(-1.0, 1.0)
         cnd = torch.stack(conds).to(cond.device, cond.dtype).clamp(0.0, 1.0)
         return img, cnd

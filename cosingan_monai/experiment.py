@@ -34,6 +34,8 @@ from cosingan_monai.run_folder import RunFolder, write_json
 Echo = Callable[[str], None]
 #: the held-out split used when no --test set is given
 HELD_OUT_SPLIT = {"training": 0.7, "validation": 0.0, "test": 0.3}
+#: fewest test slices of each class (infected / clean) for which the classifier arms are trained and scored
+MIN_CLASS_SLICES = 5
 ARMS = ("a_real_k_strong_aug", "b_cosingan", "c_all_real", "d_painted_control")
 #: metrics of the table: (column title, seg metric key); classifier AUC is added separately.
 SEG_COLUMNS = (
@@ -142,15 +144,38 @@ def write_painted(conditions: Path, slices: list[dict[str, Any]], out: Path, see
     }
 
 
-def real_datalists(train: list[dict[str, Any]], out: Path) -> dict[str, Path]:
-    """Arm c: every real training slice (a fifth held for validation/checkpoint choice)."""
+def real_datalists(train: list[dict[str, Any]], out: Path, repeats: int = 0) -> dict[str, Path]:
+    """Arm c: every real training slice (a fifth held for validation/checkpoint choice).
+
+    The training entries are cycled up to `repeats` so that every arm takes the same number of optimiser steps.
+    """
     n_val = max(1, len(train) // 5)
     seg = [{"image": e["image"], "label": e["label"], "infected": e["infected"]} for e in train]
     cls = [{"image": e["image"], "label": e["infected"]} for e in train]
+
+    def cycled(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [entries[i % len(entries)] for i in range(max(repeats, len(entries)))]
+
     return {
-        "seg": write_json(out / "datalist.json", {"training": seg[n_val:], "validation": seg[:n_val], "test": []}),
-        "cls": write_json(out / "datalist_cls.json", {"training": cls[n_val:], "validation": cls[:n_val], "test": []}),
+        "seg": write_json(
+            out / "datalist.json", {"training": cycled(seg[n_val:]), "validation": seg[:n_val], "test": []}
+        ),
+        "cls": write_json(
+            out / "datalist_cls.json", {"training": cycled(cls[n_val:]), "validation": cls[:n_val], "test": []}
+        ),
     }
+
+
+def classifier_skip_reason(test_cls: dict[str, Any]) -> str | None:
+    """Why the slice classifier cannot be scored on this test set (too few slices of a class for an AUC), or None."""
+    labels = [int(e["label"]) for e in test_cls["test"]]
+    counts = {c: labels.count(c) for c in (0, 1)}
+    if min(counts.values()) < MIN_CLASS_SLICES:
+        return (
+            f"the test set has {counts[0]} slice(s) without and {counts[1]} with infection; an AUC needs at least "
+            f"{MIN_CLASS_SLICES} of each, so the classifier arms were not trained"
+        )
+    return None
 
 
 def run_experiment(opts: ExperimentOptions, echo: Echo = print) -> str:
@@ -162,6 +187,9 @@ def run_experiment(opts: ExperimentOptions, echo: Echo = print) -> str:
     real = _stage(run, "prepare_real", echo, lambda r: r.outputs.update(prepare_real(opts, data)))["outputs"]
     write_json(run.root / "split.json", {"train": [e["image"] for e in real["train"]], "test": real["test_seg"]})
     results: dict[str, dict[str, list[float]]] = {arm: {} for arm in ARMS}
+    skip_cls = classifier_skip_reason(json.loads(Path(real["test_cls"]).read_text()))
+    if skip_cls:
+        echo(f"classifier: {skip_cls}")
     for seed in range(opts.seeds):
         root = run.root / f"seed_{seed}"
         slices = pick_training_slices(real["train"], opts.k, seed)
@@ -177,7 +205,7 @@ def run_experiment(opts: ExperimentOptions, echo: Echo = print) -> str:
         lists = {
             "a_real_k_strong_aug": {"seg": real_slice_datalist(slices, n_train, root / "a" / "datalist.json")},
             "b_cosingan": {"seg": Path(b["seg"]), "cls": Path(b["cls"])},
-            "c_all_real": real_datalists(real["train"], root / "c"),
+            "c_all_real": real_datalists(real["train"], root / "c", n_train),
             "d_painted_control": write_painted(conditions, slices, root / "d", seed),
         }
         for arm, datalists in lists.items():
@@ -186,7 +214,7 @@ def run_experiment(opts: ExperimentOptions, echo: Echo = print) -> str:
                 extra = {"strong_aug": True} if arm.startswith("a_") else {}
                 seg = train_downstream("covid_seg_2d", datalists["seg"], root / arm, opts.preset, seed=seed, **extra)
                 r.metrics.update(evaluate_bundle(seg, real["test_seg"], root / arm / "eval_seg", opts.preset))
-                if "cls" in datalists:
+                if "cls" in datalists and not skip_cls:
                     cls = train_downstream(
                         "covid_slice_classifier", datalists["cls"], root / arm, opts.preset, seed=seed
                     )
@@ -197,7 +225,7 @@ def run_experiment(opts: ExperimentOptions, echo: Echo = print) -> str:
             for key, value in metrics.items():
                 if isinstance(value, (int, float)) and np.isfinite(value):
                     results[arm].setdefault(key, []).append(float(value))
-    table = results_table(results, opts)
+    table = results_table(results, opts, skip_cls)
     write_json(run.root / "results.json", {"options": {k: str(v) for k, v in vars(opts).items()}, "results": results})
     (run.root / "results.md").write_text(table + "\n")
     return table
@@ -219,7 +247,9 @@ def _cell(values: list[float] | None) -> str:
     return f"{np.mean(values):.3f} ± {np.std(values):.3f}"
 
 
-def results_table(results: dict[str, dict[str, list[float]]], opts: ExperimentOptions) -> str:
+def results_table(
+    results: dict[str, dict[str, list[float]]], opts: ExperimentOptions, cls_note: str | None = None
+) -> str:
     """The Markdown results table (mean ± sd over seeds) with the gap-closure line."""
     head = [title for title, _ in SEG_COLUMNS] + ["classifier AUC"]
     lines = ["| arm | " + " | ".join(head) + " |", "|---|" + "---|" * len(head)]
@@ -229,5 +259,7 @@ def results_table(results: dict[str, dict[str, list[float]]], opts: ExperimentOp
     for title, key in (("infection Dice", "val_dice_infection"), ("lung Dice", "val_dice_lung")):
         gap = gap_closure(results, key)
         lines.append(f"\nGap closure (b - a) / (c - a), {title}: " + ("n/a" if gap is None else f"{100 * gap:.0f}%"))
+    if cls_note:
+        lines.append(f"\nClassifier AUC n/a: {cls_note}.")
     lines.append(f"\n{opts.seeds} seed(s), k = {opts.k}, preset {opts.preset}")
     return "\n".join(lines)

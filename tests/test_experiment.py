@@ -10,8 +10,10 @@ import pytest
 
 from cosingan_monai.experiment import (
     ExperimentOptions,
+    classifier_skip_reason,
     gap_closure,
     pick_training_slices,
+    real_datalists,
     results_table,
     slice_score,
     write_conditions,
@@ -79,3 +81,27 @@ def test_gap_closure_and_table():
     table = results_table(results, ExperimentOptions(dataset=".", out="."))
     assert "| b_cosingan | n/a | n/a | 0.450 ± 0.050 |" in table
     assert "infection Dice: 50%" in table
+
+
+def test_all_real_arm_takes_as_many_steps_as_the_others(tmp_path):
+    train = [_write_slice(tmp_path, i, inf) for i, inf in enumerate([4, 8, 0, 6, 2])]
+    lists = real_datalists(train, tmp_path / "c", repeats=12)
+    seg = json.loads(lists["seg"].read_text())
+    assert len(seg["validation"]) == 1 and len(seg["training"]) == 12
+    assert {e["image"] for e in seg["training"]} == {e["image"] for e in train[1:]}  # every slice, none held out
+    cls = json.loads(lists["cls"].read_text())
+    assert len(cls["training"]) == 12 and {e["label"] for e in cls["training"]} == {0, 1}
+
+
+def test_classifier_arms_need_both_classes_in_the_test_set():
+    mostly_infected = {"test": [{"image": f"{i}.nii.gz", "label": int(i > 0)} for i in range(21)]}
+    reason = classifier_skip_reason(mostly_infected)
+    assert reason is not None and "1 slice(s) without and 20 with infection" in reason
+    balanced = {"test": [{"image": f"{i}.nii.gz", "label": i % 2} for i in range(12)]}
+    assert classifier_skip_reason(balanced) is None
+    table = results_table(
+        {arm: {} for arm in ("a_real_k_strong_aug", "b_cosingan", "c_all_real", "d_painted_control")},
+        ExperimentOptions(dataset=".", out="."),
+        reason,
+    )
+    assert "Classifier AUC n/a: the test set has 1 slice(s)" in table

@@ -115,8 +115,31 @@ def test_augmentation_is_joint_strongest_at_coarse_scales_and_keeps_inputs():
     assert ((out_img[0, 0] > 0) == (out_cond[0, 0] > 0.5)).float().mean() > 0.97
 
 
+@pytest.mark.parametrize("body_fills_frame", [True, False])
+def test_zoom_out_pads_with_air_and_an_empty_condition(body_fills_frame):
+    """A zoomed-in slice (body fills the frame) still shows the GAN air outside the body mask after zoom-out."""
+    from cosingan_monai.transforms import hu_to_unit
+
+    cfg = CoSinGANConfig(max_size=32, aug_prob=0.0, aug_flip_prob=0.0, aug_zoom_prob=1.0, jitter_prob=0.0)
+    aug = HierarchicalAugment(cfg, [(40, 40)], seed=0)
+    img = torch.full((1, 1, 40, 40), 0.4)  # soft tissue everywhere
+    cond = torch.ones(1, 3, 40, 40)
+    if not body_fills_frame:  # a black (-1250 HU) frame around the body, as in PNG exports
+        img[..., :4, :], cond[:, 2, :4, :] = -1.0, 0.0
+    air = float(hu_to_unit(torch.tensor(cfg.air_hu))) if body_fills_frame else -1.0
+    corners = []
+    for _ in range(6):
+        out_img, out_cond = aug(img, cond, 0)
+        corners.append((out_img[0, 0, -1, -1].item(), out_cond[0, :, -1, -1]))
+        assert out_img.min() >= min(air, 0.4) - 1e-4 and out_img.max() <= 0.4 + 1e-4
+    zoomed = [(v, c) for v, c in corners if v < 0.3]
+    assert zoomed, "zoom-out (min zoom 0.7 at the coarsest scale) should pad the corner in some draws"
+    for value, c in zoomed:
+        assert value == pytest.approx(air, abs=1e-4) and torch.all(c == 0)
+
+
 def test_intensity_jitter_changes_image_not_condition():
-    cfg = CoSinGANConfig(max_size=32, aug_prob=0.0, aug_flip_prob=0.0, jitter_prob=1.0)
+    cfg = CoSinGANConfig(max_size=32, aug_prob=0.0, aug_flip_prob=0.0, aug_zoom_prob=0.0, jitter_prob=1.0)
     aug = HierarchicalAugment(cfg, [(32, 32)], seed=3)
     img = torch.rand(1, 1, 32, 32) * 2 - 1
     cond = (torch.rand(1, 3, 32, 32) > 0.5).float()

@@ -65,6 +65,9 @@ class CoSinGANConfig:
     aug_prob: float = 0.8  # probability of the joint geometric augmentation per step
     aug_fine_strength: float = 0.2
     aug_flip_prob: float = 0.5  # left-right flip
+    aug_zoom_prob: float = 0.5  # isotropic zoom-out, padded with air / empty condition ...
+    aug_zoom_out: float = 0.3  # ... by a factor down to 1 - aug_zoom_out (x strength)
+    air_hu: float = -1000.0  # air level used for padding when the training slice shows no air outside the body
     aug_rotate_deg: float = 10.0
     aug_scale: float = 0.1
     aug_translate: float = 0.06  # fraction of the side
