@@ -44,7 +44,8 @@ def build_scale_transforms(
 ) -> Compose:
     """MONAI Compose of one scale's joint geometric augmentation of (1, H, W) image and (C, H, W) condition.
 
-    Ranges shrink with `scale_strength`. Padding is zero for both keys, so the image must come in with air at 0
+    Ranges shrink with `scale_strength`, except the zoom-out: every scale's generator must learn to leave air where
+    the body channel is off. Padding is zero for both keys, so the image must come in with air at 0
     (HierarchicalAugment shifts it) and conditions are padded with "no lung, no lesion, no body".
     """
     s = scale_strength(config, scale, num_scales)
@@ -57,7 +58,7 @@ def build_scale_transforms(
             RandZoomd(
                 keys,
                 prob=config.aug_zoom_prob,
-                min_zoom=1.0 - config.aug_zoom_out * s,
+                min_zoom=1.0 - config.aug_zoom_out,
                 max_zoom=1.0,
                 mode=("area", "area"),
                 padding_mode=("constant", "constant"),

@@ -66,7 +66,7 @@ class CoSinGANConfig:
     aug_fine_strength: float = 0.2
     aug_flip_prob: float = 0.5  # left-right flip
     aug_zoom_prob: float = 0.5  # isotropic zoom-out, padded with air / empty condition ...
-    aug_zoom_out: float = 0.3  # ... by a factor down to 1 - aug_zoom_out (x strength)
+    aug_zoom_out: float = 0.3  # ... by a factor down to 1 - aug_zoom_out (at every scale)
     air_hu: float = -1000.0  # air level used for padding when the training slice shows no air outside the body
     aug_rotate_deg: float = 10.0
     aug_scale: float = 0.1
