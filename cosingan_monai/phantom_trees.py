@@ -29,7 +29,7 @@ def raster_segments(grid: Grid, segs: list[Segment], out: np.ndarray) -> None:
     xs, ys, zs = grid.axis(0), grid.axis(1), grid.axis(2)
     sp, sz = grid.sp, grid.sz
     n_sub = int(np.clip(math.ceil(sz / sp), 1, 12))
-    offsets = [float(o) for o in (np.arange(n_sub) + 0.5) / n_sub * sz - 0.5 * sz]
+    offsets = ((np.arange(n_sub) + 0.5) / n_sub * sz - 0.5 * sz).astype(np.float32)  # sub-planes, last axis
     for p0, p1, r in segs:
         margin = r + sp + np.array([0, 0, 0.5 * sz])
         i0, i1 = grid.index_box(np.minimum(p0, p1) - margin, np.maximum(p0, p1) + margin)
@@ -37,18 +37,13 @@ def raster_segments(grid: Grid, segs: list[Segment], out: np.ndarray) -> None:
             continue
         # Python floats keep the arithmetic in the axes' float32 (a float64 scalar would promote every array).
         (ax, ay, az), (dx, dy, dz) = (float(v) for v in p0), (float(v) for v in p1 - p0)
-        px = xs[i0[0] : i1[0], None, None] - ax
-        py = ys[None, i0[1] : i1[1], None] - ay
-        pz0 = zs[None, None, i0[2] : i1[2]] - az
+        px = xs[i0[0] : i1[0], None, None, None] - ax
+        py = ys[None, i0[1] : i1[1], None, None] - ay
+        pz = zs[None, None, i0[2] : i1[2], None] - az + offsets
         inv_dd = 1.0 / max(dx * dx + dy * dy + dz * dz, 1e-6)
-        proj_xy = (px * dx + py * dy) * inv_dd
-        frac = np.zeros((i1[0] - i0[0], i1[1] - i0[1], i1[2] - i0[2]), np.float32)
-        for off in offsets:
-            pz = pz0 + off
-            s = np.clip(proj_xy + pz * (dz * inv_dd), 0.0, 1.0)
-            dist = np.sqrt((px - s * dx) ** 2 + (py - s * dy) ** 2 + (pz - s * dz) ** 2)
-            frac += np.clip((r - dist) * (1.0 / sp) + 0.5, 0.0, 1.0)
-        frac *= 1.0 / n_sub
+        s = np.clip((px * dx + py * dy) * inv_dd + pz * (dz * inv_dd), 0.0, 1.0)
+        dist = np.sqrt((px - s * dx) ** 2 + (py - s * dy) ** 2 + (pz - s * dz) ** 2)
+        frac = np.clip((r - dist) * (1.0 / sp) + 0.5, 0.0, 1.0).mean(axis=-1)
         view = out[i0[0] : i1[0], i0[1] : i1[1], i0[2] : i1[2]]
         np.maximum(view, frac, out=view)
 
