@@ -59,6 +59,7 @@ class ExperimentOptions:
     resume: bool = False
     force: bool = False
     command: str = ""
+    strong_aug: bool = True  # every arm trains with the same augmentation; arm a always uses strong augmentation
 
 
 def _abs(entries: list[dict[str, Any]], base: Path) -> list[dict[str, Any]]:
@@ -211,13 +212,11 @@ def run_experiment(opts: ExperimentOptions, echo: Echo = print) -> str:
         for arm, datalists in lists.items():
 
             def train_eval(r: Any, arm: str = arm, datalists: dict = datalists, root: Path = root, seed: int = seed):
-                extra = {"strong_aug": True} if arm.startswith("a_") else {}
-                seg = train_downstream("covid_seg_2d", datalists["seg"], root / arm, opts.preset, seed=seed, **extra)
+                extra = {"strong_aug": opts.strong_aug or arm.startswith("a_"), "seed": seed}
+                seg = train_downstream("covid_seg_2d", datalists["seg"], root / arm, opts.preset, **extra)
                 r.metrics.update(evaluate_bundle(seg, real["test_seg"], root / arm / "eval_seg", opts.preset))
                 if "cls" in datalists and not skip_cls:
-                    cls = train_downstream(
-                        "covid_slice_classifier", datalists["cls"], root / arm, opts.preset, seed=seed
-                    )
+                    cls = train_downstream("covid_slice_classifier", datalists["cls"], root / arm, opts.preset, **extra)
                     auc = evaluate_bundle(cls, real["test_cls"], root / arm / "eval_cls", opts.preset).get("val_auc")
                     r.metrics["cls_auc"] = auc
 
@@ -261,5 +260,6 @@ def results_table(
         lines.append(f"\nGap closure (b - a) / (c - a), {title}: " + ("n/a" if gap is None else f"{100 * gap:.0f}%"))
     if cls_note:
         lines.append(f"\nClassifier AUC n/a: {cls_note}.")
-    lines.append(f"\n{opts.seeds} seed(s), k = {opts.k}, preset {opts.preset}")
+    aug = "strong augmentation in every arm" if opts.strong_aug else "strong augmentation in arm a only"
+    lines.append(f"\n{opts.seeds} seed(s), k = {opts.k}, preset {opts.preset}, {aug}")
     return "\n".join(lines)

@@ -44,6 +44,7 @@ class PipelineOptions:
     out: Path = Path("runs/latest")
     eval_dir: Path | None = None
     train_slices: int = 1
+    strong_aug: bool = True  # strong augmentation for the downstream bundles trained on synthetic data
     intensity: str = "auto"
     seed: int = 0
     resume: bool = False
@@ -204,7 +205,7 @@ def run_pipeline(opts: PipelineOptions, echo: Echo = print) -> str:
     for name in DOWNSTREAM:
 
         def train(result: Any, name: str = name) -> None:
-            bundle = train_downstream(name, datalists[name], run.root, opts.preset)
+            bundle = train_downstream(name, datalists[name], run.root, opts.preset, strong_aug=opts.strong_aug)
             result.outputs["model"] = str(bundle / "models" / "model.pt")
             result.outputs["torchscript"] = str(bundles.export_torchscript(bundle))
 

@@ -18,10 +18,25 @@ EXISTING = click.Path(exists=True, file_okay=False, path_type=Path)
 @click.option("--preset", type=click.Choice(["test", "demo", "full"]), default="demo", show_default=True)
 @click.option("--out", required=True, type=click.Path(path_type=Path))
 @click.option("--seeds", type=int, default=3, show_default=True, help="Repeats, each with other training slices.")
+@click.option(
+    "--strong-aug/--light-aug",
+    "strong_aug",
+    default=True,
+    show_default=True,
+    help="Augmentation of arms b, c and d (arm a is always strongly augmented).",
+)
 @click.option("--resume", is_flag=True, help="Skip finished arms.")
 @click.option("--force", is_flag=True, help="Replace an existing experiment folder.")
 def experiment(
-    dataset: Path, test: Path | None, k: int, preset: str, out: Path, seeds: int, resume: bool, force: bool
+    dataset: Path,
+    test: Path | None,
+    k: int,
+    preset: str,
+    out: Path,
+    seeds: int,
+    strong_aug: bool,
+    resume: bool,
+    force: bool,
 ) -> None:
     """Arms (a) k real slices + strong aug, (b) CoSinGAN from the same k, (c) all real, (d) GAN-free painted masks."""
     from cosingan_monai.experiment import ExperimentOptions, run_experiment
@@ -29,7 +44,7 @@ def experiment(
     from cosingan_monai.run_folder import RunFolderError
 
     command = "cosingan-monai " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    opts = ExperimentOptions(dataset, out, k, preset, seeds, test, resume, force, command)
+    opts = ExperimentOptions(dataset, out, k, preset, seeds, test, resume, force, command, strong_aug)
     try:
         click.echo(run_experiment(opts, echo=click.echo))
     except (CaseError, RunFolderError) as exc:

@@ -25,6 +25,13 @@ EXISTING = click.Path(exists=True, path_type=Path)
     "--eval", "eval_dir", type=click.Path(exists=True, path_type=Path), help="Real labelled cases to evaluate on."
 )
 @click.option("--train-slices", "train_slices", type=int, default=1, show_default=True, help="K training slices.")
+@click.option(
+    "--strong-aug/--light-aug",
+    "strong_aug",
+    default=True,
+    show_default=True,
+    help="Augmentation of the bundles trained on synthetic data (strong: flips, affine, elastic, intensity, noise).",
+)
 @click.option("--intensity", type=click.Choice(["auto", "hu", "windowed"]), default="auto", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--resume", is_flag=True, help="Skip finished stages and continue an interrupted one.")
@@ -36,6 +43,7 @@ def pipeline(
     out: Path,
     eval_dir: Path | None,
     train_slices: int,
+    strong_aug: bool,
     intensity: str,
     seed: int,
     resume: bool,
@@ -54,6 +62,7 @@ def pipeline(
         out=out,
         eval_dir=eval_dir,
         train_slices=train_slices,
+        strong_aug=strong_aug,
         intensity=intensity,
         seed=seed,
         resume=resume,
