@@ -222,22 +222,21 @@ def test_train_seg_command_rejects_bad_data_cleanly(tmp_path):
 
 @pytest.mark.slow
 def test_classifier_generalizes_to_unseen_phantom_cases(tmp_path):
-    """Slice classifier trained on 120 phantom cases, tested on 20 unseen ones (about 5 min on one CPU thread).
+    """Slice classifier trained on 110 phantom cases reaches ROC AUC >= 0.9 on 20 unseen ones (100 slices).
 
-    Recorded on the development CPU: held-out ROC AUC 0.67 (best validation AUC 0.93). The phantom's ground-glass
-    lesions are subtle against its healthy density variation (a lung-mean-HU oracle scores AUC 0.69 on the same
-    slices), so the AUC >= 0.9 the issue hoped for is not reached at this scale; this test guards "clearly
-    better than chance on unseen cases".
+    The test preset's small DenseNet at 128 px (3 mm pixels), 30 epochs: about 20 min on one CPU thread. Recorded on
+    the development CPU: held-out AUC 0.924 (accuracy 0.88, sensitivity 0.72, specificity 0.97). At 64 px the same
+    network reached only 0.70-0.89: slices whose lesions cover 30-100 px (1-5 % of the lung) are the hard ones.
     """
     write_phantom_dataset(tmp_path / "ctseg", cases=150, seed=900, size=128, slices=6, healthy_fraction=0.5)
-    split = {"training": 120, "validation": 10, "test": 20}
+    split = {"training": 110, "validation": 20, "test": 20}
     prep = prepare_slices(tmp_path / "ctseg", tmp_path / "prep", split=split, min_infection_px=30, drop_ambiguous=True)
     bundle = bundles.copy_bundle("covid_slice_classifier", tmp_path / "bundles")
-    values = {"datalist": str(prep.datalists["datalist_cls"]), "max_epochs": 20}
+    values = {"datalist": str(prep.datalists["datalist_cls"]), "max_epochs": 30, "image_size": 128}
     bundles.run_bundle(bundle, "train", "test", values, threads=THREADS)
     metrics = bundles.run_bundle(bundle, "evaluate", "test", values, in_process=True, threads=THREADS).metrics
     print("classifier on 20 unseen phantom cases:", json.dumps({k: round(v, 4) for k, v in metrics.items()}))
-    assert metrics["val_auc"] > 0.6, metrics
+    assert metrics["val_auc"] >= 0.9, metrics
 
 
 #: multi_gpu_train.json on a CPU: gloo instead of nccl, no CUDA device (everything else as shipped).
