@@ -188,12 +188,14 @@ def run_experiment(opts: ExperimentOptions, echo: Echo = print) -> str:
     real = _stage(run, "prepare_real", echo, lambda r: r.outputs.update(prepare_real(opts, data)))["outputs"]
     write_json(run.root / "split.json", {"train": [e["image"] for e in real["train"]], "test": real["test_seg"]})
     results: dict[str, dict[str, list[float]]] = {arm: {} for arm in ARMS}
+    per_seed: list[dict[str, Any]] = []
     skip_cls = classifier_skip_reason(json.loads(Path(real["test_cls"]).read_text()))
     if skip_cls:
         echo(f"classifier: {skip_cls}")
     for seed in range(opts.seeds):
         root = run.root / f"seed_{seed}"
         slices = pick_training_slices(real["train"], opts.k, seed)
+        per_seed.append({"seed": seed, "slices": [Path(e["image"]).name.split(".")[0] for e in slices]})
         conditions = write_conditions(real["train"], sizes["conditions"], seed, root / "conditions")
 
         def arm_b(r: Any, root: Path = root, slices: list = slices, conditions: Path = conditions, seed: int = seed):
@@ -224,8 +226,12 @@ def run_experiment(opts: ExperimentOptions, echo: Echo = print) -> str:
             for key, value in metrics.items():
                 if isinstance(value, (int, float)) and np.isfinite(value):
                     results[arm].setdefault(key, []).append(float(value))
-    table = results_table(results, opts, skip_cls)
-    write_json(run.root / "results.json", {"options": {k: str(v) for k, v in vars(opts).items()}, "results": results})
+            per_seed[-1][arm] = metrics.get("val_dice_infection")
+    table = results_table(results, opts, skip_cls) + "\n\n" + per_seed_table(per_seed)
+    write_json(
+        run.root / "results.json",
+        {"options": {k: str(v) for k, v in vars(opts).items()}, "results": results, "per_seed": per_seed},
+    )
     (run.root / "results.md").write_text(table + "\n")
     return table
 
@@ -263,3 +269,12 @@ def results_table(
     aug = "strong augmentation in every arm" if opts.strong_aug else "strong augmentation in arm a only"
     lines.append(f"\n{opts.seeds} seed(s), k = {opts.k}, preset {opts.preset}, {aug}")
     return "\n".join(lines)
+
+
+def per_seed_table(per_seed: list[dict[str, Any]]) -> str:
+    """Markdown table of each seed's training slice(s) and every arm's infection Dice: how much the slice matters."""
+    lines = ["| seed | training slice(s) | " + " | ".join(ARMS) + " |", "|---|---|" + "---|" * len(ARMS)]
+    for row in per_seed:
+        cells = ["n/a" if row.get(arm) is None else f"{row[arm]:.3f}" for arm in ARMS]
+        lines.append(f"| {row['seed']} | {', '.join(row['slices'])} | " + " | ".join(cells) + " |")
+    return "Infection Dice per seed:\n\n" + "\n".join(lines)

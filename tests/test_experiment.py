@@ -12,6 +12,7 @@ from cosingan_monai.experiment import (
     ExperimentOptions,
     classifier_skip_reason,
     gap_closure,
+    per_seed_table,
     pick_training_slices,
     real_datalists,
     results_table,
@@ -105,3 +106,13 @@ def test_classifier_arms_need_both_classes_in_the_test_set():
         reason,
     )
     assert "Classifier AUC n/a: the test set has 1 slice(s)" in table
+
+
+def test_per_seed_table_names_the_training_slices():
+    rows = [
+        {"seed": 0, "slices": ["medseg_0051"], "a_real_k_strong_aug": 0.25, "b_cosingan": 0.375},
+        {"seed": 1, "slices": ["medseg_0012"], "a_real_k_strong_aug": 0.2},
+    ]
+    table = per_seed_table(rows)
+    assert "| 0 | medseg_0051 | 0.250 | 0.375 | n/a | n/a |" in table
+    assert "| 1 | medseg_0012 | 0.200 | n/a | n/a | n/a |" in table
