@@ -17,7 +17,7 @@ import numpy as np
 from cosingan_monai.conditions import build_conditions
 from cosingan_monai.datalists import prepare_any
 from cosingan_monai.io import save_nifti
-from cosingan_monai.lungmask import body_mask
+from cosingan_monai.lungmask import body_from_lungs, body_mask
 from cosingan_monai.painted_control import RegionStats, paint, region_stats
 from cosingan_monai.pipeline import (
     PIPELINE_PRESETS,
@@ -117,8 +117,16 @@ def write_conditions(train: list[dict[str, Any]], count: int, seed: int, out: Pa
     return write_json(out / "conditions.json", {"conditions": entries})
 
 
-def write_painted(conditions: Path, slices: list[dict[str, Any]], out: Path, seed: int) -> dict[str, Path]:
-    """Arm d: paint every condition with the k training slices' per-region HU statistics plus noise."""
+def write_painted(
+    conditions: Path, mirror: Path, slices: list[dict[str, Any]], out: Path, seed: int
+) -> dict[str, Path]:
+    """Arm d: paint the masks of arm b's synthetic set with the k training slices' per-region HU statistics + noise.
+
+    `mirror` is arm b's datalist: every one of its entries (training and validation, lesion-free copies included)
+    is painted from the condition it was sampled for, so both arms see the same masks, splits and step counts.
+    """
+    from cosingan_monai.engines.synthesis import build_condition_items
+
     all_stats = [
         region_stats(_load2d(s["image"]), _load2d(s["label"]), body_mask(_load2d(s["image"]).astype(np.float32)))
         for s in slices
@@ -127,22 +135,22 @@ def write_painted(conditions: Path, slices: list[dict[str, Any]], out: Path, see
         {r: float(np.mean([s.mean[r] for s in all_stats])) for r in all_stats[0].mean},
         {r: float(np.mean([s.std[r] for s in all_stats])) for r in all_stats[0].std},
     )
+    items = {item["source"]: item for item in build_condition_items(str(conditions))}
     rng = np.random.default_rng(seed)
-    seg, cls = [], []
-    for i, c in enumerate(json.loads(conditions.read_text())["conditions"]):
-        label, body = _load2d(c["label"]), _load2d(c["body"]) > 0
-        affine = nib.load(c["label"]).affine
-        image = save_nifti(
-            paint(label, body, stats, rng)[..., None], affine, out / "images" / f"painted_{i:04d}.nii.gz"
-        )
-        lab = save_nifti(label[..., None], affine, out / "labels" / f"painted_{i:04d}.nii.gz", np.uint8)
-        seg.append({"image": str(image), "label": str(lab), "infected": c["infected"]})
-        cls.append({"image": str(image), "label": c["infected"]})
-    n_val = max(1, len(seg) // 5)
-    return {
-        "seg": write_json(out / "datalist.json", {"training": seg[n_val:], "validation": seg[:n_val], "test": []}),
-        "cls": write_json(out / "datalist_cls.json", {"training": cls[n_val:], "validation": cls[:n_val], "test": []}),
-    }
+    seg: dict[str, list[dict[str, Any]]] = {"training": [], "validation": [], "test": []}
+    cls: dict[str, list[dict[str, Any]]] = {"training": [], "validation": [], "test": []}
+    synthetic = json.loads(mirror.read_text())
+    for split in ("training", "validation"):
+        for entry in synthetic.get(split, []):
+            item = items[entry["source"]]
+            label, i = item["label"], sum(map(len, seg.values()))
+            body = item["body"] if item["body"] is not None else body_from_lungs(label > 0)
+            painted = paint(label, body, stats, rng)[..., None]
+            image = save_nifti(painted, item["affine"], out / "images" / f"painted_{i:04d}.nii.gz")
+            lab = save_nifti(label[..., None], item["affine"], out / "labels" / f"painted_{i:04d}.nii.gz", np.uint8)
+            seg[split].append({"image": str(image), "label": str(lab), "infected": int(item["infected"])})
+            cls[split].append({"image": str(image), "label": int(item["infected"])})
+    return {"seg": write_json(out / "datalist.json", seg), "cls": write_json(out / "datalist_cls.json", cls)}
 
 
 def real_datalists(train: list[dict[str, Any]], out: Path, repeats: int = 0) -> dict[str, Path]:
@@ -203,13 +211,14 @@ def run_experiment(opts: ExperimentOptions, echo: Echo = print) -> str:
             syn = synthesize(models, conditions, root / "b" / "synthetic", root / "b", opts.preset, sizes, seed)
             r.outputs["seg"], r.outputs["cls"] = str(syn / "datalist.json"), str(syn / "datalist_cls.json")
 
-        b = _stage(run, f"seed{seed}_b_synthesis", echo, arm_b)["outputs"]
+        synthesis = f"seed{seed}_b_synthesis"
+        b = _stage(run, synthesis, echo, arm_b, after=("prepare_real",))["outputs"]
         n_train = len(json.loads(Path(b["seg"]).read_text())["training"])
         lists = {
             "a_real_k_strong_aug": {"seg": real_slice_datalist(slices, n_train, root / "a" / "datalist.json")},
             "b_cosingan": {"seg": Path(b["seg"]), "cls": Path(b["cls"])},
             "c_all_real": real_datalists(real["train"], root / "c", n_train),
-            "d_painted_control": write_painted(conditions, slices, root / "d", seed),
+            "d_painted_control": write_painted(conditions, Path(b["seg"]), slices, root / "d", seed),
         }
         for arm, datalists in lists.items():
 
@@ -222,7 +231,8 @@ def run_experiment(opts: ExperimentOptions, echo: Echo = print) -> str:
                     auc = evaluate_bundle(cls, real["test_cls"], root / arm / "eval_cls", opts.preset).get("val_auc")
                     r.metrics["cls_auc"] = auc
 
-            metrics = _stage(run, f"seed{seed}_{arm}", echo, train_eval)["metrics"]
+            # arms depend only on the real split and their seed's synthesis, so --resume redoes no other seed
+            metrics = _stage(run, f"seed{seed}_{arm}", echo, train_eval, after=("prepare_real", synthesis))["metrics"]
             for key, value in metrics.items():
                 if isinstance(value, (int, float)) and np.isfinite(value):
                     results[arm].setdefault(key, []).append(float(value))

@@ -56,14 +56,18 @@ class PipelineOptions:
         self.sizes = {**PIPELINE_PRESETS[self.preset], **self.sizes}
 
 
-def _stage(run: RunFolder, name: str, echo: Echo, body: Callable[[Any], None]) -> dict[str, Any]:
+def _stage(
+    run: RunFolder, name: str, echo: Echo, body: Callable[[Any], None], after: tuple[str, ...] | None = None
+) -> dict[str, Any]:
     """Run `body(result)` as stage `name` unless it finished before; return the stage's manifest.
 
-    A finished stage is trusted only while every stage before it was trusted too: once one stage runs again, its
-    outputs are new, so everything downstream of it runs again as well.
+    A finished stage is trusted only while the stages it depends on were trusted too: once one of them runs again,
+    its outputs are new, so this stage runs again as well. `after` names those stages; None means every stage
+    before it (the pipeline's linear chain).
     """
     done = run.manifest(name)
-    if done is not None and not run.rerun_from:
+    stale = bool(run.ran & set(after)) if after is not None else bool(run.rerun_from)
+    if done is not None and not stale:
         echo(f"[{name}] already finished ({done['wall_s']} s), skipped")
         return done
     run.rerun_from = run.rerun_from or name

@@ -58,6 +58,8 @@ class RunFolder:
         self.timings: dict[str, float] = {}
         #: the first stage this invocation actually ran (later stages must run again too); None until then
         self.rerun_from: str | None = None
+        #: every stage this invocation actually ran, for stages that name the stages they depend on
+        self.ran: set[str] = set()
 
     def path(self, *parts: str) -> Path:
         """A path inside the run folder, with its parent created."""
@@ -91,6 +93,7 @@ class RunFolder:
         start = time.perf_counter()
         result = StageResult()
         echo(f"[{name}] started")
+        self.ran.add(name)
         yield result
         wall = time.perf_counter() - start
         self.timings[name] = wall

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -57,17 +58,26 @@ def test_seeds_pick_distinct_training_slices(tmp_path):
     assert len(pick_training_slices(train, k=2, seed=0)) == 2
 
 
-def test_painted_arm_uses_training_statistics(tmp_path):
+def test_painted_arm_mirrors_the_synthetic_set_with_training_statistics(tmp_path):
+    from cosingan_monai.engines.synthesis import build_condition_items
+
     train = [_write_slice(tmp_path, i, inf) for i, inf in enumerate([4, 8, 0])]
     conditions = write_conditions(train, count=6, seed=0, out=tmp_path / "cond")
     assert len(json.loads(conditions.read_text())["conditions"]) == 6
-    lists = write_painted(conditions, train[:1], tmp_path / "painted", seed=0)
+    items = build_condition_items(str(conditions))  # what the sampler draws: conditions + lesion-free copies
+    mirror = tmp_path / "b_datalist.json"
+    entries = [{"source": it["source"], "infected": int(it["infected"])} for it in items]
+    mirror.write_text(json.dumps({"training": entries[2:] + entries[:1], "validation": entries[1:2]}))
+    lists = write_painted(conditions, mirror, train[:1], tmp_path / "painted", seed=0)
     seg = json.loads(lists["seg"].read_text())
-    assert len(seg["training"]) + len(seg["validation"]) == 6
+    assert len(seg["training"]) == len(items) - 1 and len(seg["validation"]) == 1  # arm b's counts and splits
+    assert [e["infected"] for e in seg["training"]] == [e["infected"] for e in entries[2:] + entries[:1]]
     entry = next(e for e in seg["training"] + seg["validation"] if e["infected"])
     img = np.asarray(nib.load(entry["image"]).dataobj)[..., 0]
     lab = np.asarray(nib.load(entry["label"]).dataobj)[..., 0]
     assert abs(img[lab == 3].mean() - -350) < 40 and abs(img[lab == 1].mean() - -850) < 40
+    clean = next(e for e in seg["training"] if not e["infected"])
+    assert not (np.asarray(nib.load(clean["label"]).dataobj) == 3).any()
 
 
 def test_gap_closure_and_table():
@@ -116,3 +126,48 @@ def test_per_seed_table_names_the_training_slices():
     table = per_seed_table(rows)
     assert "| 0 | medseg_0051 | 0.250 | 0.375 | n/a | n/a |" in table
     assert "| 1 | medseg_0012 | 0.200 | n/a | n/a | n/a |" in table
+
+
+def test_experiment_command_end_to_end_in_the_test_preset(tmp_path):
+    """`cosingan-monai experiment` on phantoms: every arm trains and is scored on one held-out set; resume skips all.
+
+    The held-out case (seed 61) has a single slice without infection, so the classifier arms are skipped with a
+    stated reason; that keeps this test near 2 min of CPU (the classifier runs through the same helpers).
+    """
+    from click.testing import CliRunner
+
+    from cosingan_monai.cli import main
+    from cosingan_monai.phantom import write_phantom_dataset
+
+    write_phantom_dataset(tmp_path / "train", cases=2, seed=10, size=64, slices=10, healthy_fraction=0.0)
+    write_phantom_dataset(tmp_path / "test", cases=1, seed=61, size=64, slices=8, healthy_fraction=0.0)
+    out = tmp_path / "exp"
+    args = ["experiment", "--dataset", str(tmp_path / "train"), "--test", str(tmp_path / "test")]
+    args += ["--k", "1", "--preset", "test", "--seeds", "1", "--out", str(out)]
+    result = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+
+    record = json.loads((out / "results.json").read_text())
+    for arm in ("a_real_k_strong_aug", "b_cosingan", "c_all_real", "d_painted_control"):
+        for key in ("val_dice_lung", "val_dice_infection", "val_nsd_lung", "val_nsd_infection"):
+            assert len(record["results"][arm][key]) == 1 and 0.0 <= record["results"][arm][key][0] <= 1.0
+    assert "classifier: the test set has 1 slice(s) without and 6 with infection" in result.output
+    assert not any("cls_auc" in record["results"][arm] for arm in record["results"])
+    assert record["per_seed"][0]["slices"][0].startswith("phantom_")
+    table = (out / "results.md").read_text()
+    assert "| b_cosingan |" in table and "Gap closure (b - a) / (c - a), infection Dice" in table
+    assert "Classifier AUC n/a: the test set has 1 slice(s) without" in table
+    assert f"| 0 | {record['per_seed'][0]['slices'][0]} |" in table
+
+    split = json.loads((out / "split.json").read_text())
+    test_images = {e["image"] for e in json.loads(Path(split["test"]).read_text())["test"]}
+    assert split["train"] and not test_images & set(split["train"])  # the held-out set is disjoint from training
+    steps = {
+        arm: len(json.loads((out / "seed_0" / sub / "datalist.json").read_text())["training"])
+        for arm, sub in (("a", "a"), ("c", "c"), ("d", "d"), ("b", "b/synthetic"))
+    }
+    assert len(set(steps.values())) == 1, steps  # every arm takes the same number of steps per epoch
+
+    again = CliRunner().invoke(main, [*args, "--resume"], catch_exceptions=False)
+    assert again.exit_code == 0 and again.output.count("already finished") == 6, again.output
+    assert (out / "results.md").read_text() == table

@@ -52,3 +52,25 @@ def test_truncated_manifest_counts_as_unfinished(tmp_path):
     run = RunFolder(tmp_path / "run")
     (run.manifests / "sample.json").write_text('{"stage": "sam')
     assert run.manifest("sample") is None
+
+
+def test_resume_redoes_a_stage_and_only_what_depends_on_it(tmp_path):
+    from cosingan_monai.pipeline import _stage
+
+    calls: list[str] = []
+
+    def run_all(resume: bool) -> None:
+        run = RunFolder(tmp_path / "run", resume=resume)
+        for name, after in (("prep", ()), ("arm1", ("prep",)), ("arm2", ("prep", "arm1")), ("solo", ())):
+            _stage(run, name, lambda m: None, lambda r, name=name: calls.append(name), after=after)
+        _stage(run, "linear", lambda m: None, lambda r: calls.append("linear"))  # after=None: after everything
+
+    run_all(resume=False)
+    assert calls == ["prep", "arm1", "arm2", "solo", "linear"]
+    calls.clear()
+    (tmp_path / "run" / "manifests" / "arm1.json").unlink()
+    run_all(resume=True)
+    assert calls == ["arm1", "arm2", "linear"]  # prep and solo are trusted, arm2 depends on arm1
+    calls.clear()
+    run_all(resume=True)
+    assert calls == []
