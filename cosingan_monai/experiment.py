@@ -246,13 +246,17 @@ def run_experiment(opts: ExperimentOptions, echo: Echo = print) -> str:
     return table
 
 
-def gap_closure(results: dict[str, dict[str, list[float]]], key: str) -> float | None:
-    """(b - a) / (c - a) of the seed means for one metric; None when c and a are equal or missing."""
+def gap_closure(results: dict[str, dict[str, list[float]]], key: str, arm: str = "b_cosingan") -> float | None:
+    """(arm - a) / (c - a) of the seed means for one metric (arm b by default); None when c equals a or is missing."""
     try:
-        a, b, c = (float(np.mean(results[arm][key])) for arm in ARMS[:3])
+        a, x, c = (float(np.mean(results[name][key])) for name in ("a_real_k_strong_aug", arm, "c_all_real"))
     except (KeyError, ValueError):
         return None
-    return None if abs(c - a) < 1e-9 else (b - a) / (c - a)
+    return None if abs(c - a) < 1e-9 else (x - a) / (c - a)
+
+
+def _percent(gap: float | None) -> str:
+    return "n/a" if gap is None else f"{100 * gap:.0f}%"
 
 
 def _cell(values: list[float] | None) -> str:
@@ -272,8 +276,11 @@ def results_table(
         cells = [_cell(results[arm].get(key)) for _, key in SEG_COLUMNS] + [_cell(results[arm].get("cls_auc"))]
         lines.append(f"| {arm} | " + " | ".join(cells) + " |")
     for title, key in (("infection Dice", "val_dice_infection"), ("lung Dice", "val_dice_lung")):
-        gap = gap_closure(results, key)
-        lines.append(f"\nGap closure (b - a) / (c - a), {title}: " + ("n/a" if gap is None else f"{100 * gap:.0f}%"))
+        gan, painted = gap_closure(results, key), gap_closure(results, key, "d_painted_control")
+        lines.append(
+            f"\nGap closure (b - a) / (c - a), {title}: {_percent(gan)} "
+            f"(GAN-free control (d - a) / (c - a): {_percent(painted)})"
+        )
     if cls_note:
         lines.append(f"\nClassifier AUC n/a: {cls_note}.")
     aug = "strong augmentation in every arm" if opts.strong_aug else "strong augmentation in arm a only"

@@ -85,13 +85,14 @@ def test_gap_closure_and_table():
         "a_real_k_strong_aug": {"val_dice_infection": [0.2, 0.3]},
         "b_cosingan": {"val_dice_infection": [0.4, 0.5]},
         "c_all_real": {"val_dice_infection": [0.6, 0.7]},
-        "d_painted_control": {},
+        "d_painted_control": {"val_dice_infection": [0.1, 0.2]},
     }
     assert gap_closure(results, "val_dice_infection") == pytest.approx(0.5)
+    assert gap_closure(results, "val_dice_infection", "d_painted_control") == pytest.approx(-0.25)
     assert gap_closure(results, "val_dice_lung") is None
     table = results_table(results, ExperimentOptions(dataset=".", out="."))
     assert "| b_cosingan | n/a | n/a | 0.450 ± 0.050 |" in table
-    assert "infection Dice: 50%" in table
+    assert "infection Dice: 50% (GAN-free control (d - a) / (c - a): -25%)" in table
 
 
 def test_all_real_arm_takes_as_many_steps_as_the_others(tmp_path):
