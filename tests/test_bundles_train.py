@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import nibabel as nib
@@ -123,11 +124,15 @@ def _auc(scores: list[float], labels: list[int]) -> float:
     return wins / (len(pos) * len(neg))
 
 
-def test_classifier_train_cls_command_metrics(phantom_data, tmp_path):
-    """`train-cls` trains, evaluates and exports; the reported metrics agree with its own saved predictions."""
+def test_classifier_train_cls_command_metrics(phantom_data, tmp_path, monkeypatch):
+    """`train-cls` trains, evaluates and exports; the reported metrics agree with its own saved predictions.
+
+    The paths are given relative to the working directory, as a user types them (the bundle runs elsewhere).
+    """
     datalist = phantom_data["datalist_cls"]
     out = tmp_path / "run"
-    args = ["train-cls", "--data", str(datalist), "--out", str(out), "--preset", "test", "--epochs", "3"]
+    monkeypatch.chdir(tmp_path)
+    args = ["train-cls", "--data", os.path.relpath(datalist), "--out", "run", "--preset", "test", "--epochs", "3"]
     result = CliRunner().invoke(main, [*args, "--threads", str(THREADS)], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert "val_auc" in result.output and "torchscript:" in result.output

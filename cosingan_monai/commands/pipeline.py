@@ -28,9 +28,10 @@ EXISTING = click.Path(exists=True, path_type=Path)
 @click.option(
     "--strong-aug/--light-aug",
     "strong_aug",
-    default=True,
+    default=False,
     show_default=True,
-    help="Augmentation of the bundles trained on synthetic data (strong: flips, affine, elastic, intensity, noise).",
+    help="Augmentation of the bundles trained on synthetic data (strong: flips, affine, elastic, intensity, noise; "
+    "worth it when the cases to segment come from another scanner or protocol than the training case).",
 )
 @click.option("--intensity", type=click.Choice(["auto", "hu", "windowed"]), default="auto", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)

@@ -111,15 +111,21 @@ def downstream_options(func: Callable) -> Callable:
         click.option(
             "--data",
             required=True,
-            type=click.Path(exists=True, path_type=Path),
+            # absolute: the bundle runs with its own working directory, where a relative datalist path would not resolve
+            type=click.Path(exists=True, resolve_path=True, path_type=Path),
             help="datalist JSON, COVID-19-CT-Seg folder, or folder with images/*.png + masks/*.png",
         ),
-        click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="run folder"),
+        click.option(
+            "--out",
+            required=True,
+            type=click.Path(file_okay=False, resolve_path=True, path_type=Path),
+            help="run folder",
+        ),
         click.option("--preset", default="demo", show_default=True, type=click.Choice(["test", "demo", "full"])),
         click.option(
             "--eval",
             "eval_data",
-            type=click.Path(exists=True, path_type=Path),
+            type=click.Path(exists=True, resolve_path=True, path_type=Path),
             help="held-out data (datalist or folder) to evaluate on; default: the test split of --data",
         ),
         click.option("--epochs", type=click.IntRange(min=1), help="override the preset's max_epochs"),
