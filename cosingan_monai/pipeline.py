@@ -137,7 +137,9 @@ def train_downstream(name: str, datalist: Path, root: Path, preset: str, suffix:
 
 def evaluate_bundle(bundle: Path, datalist: str | Path, out: Path, preset: str) -> dict[str, float]:
     """Evaluate a trained bundle on the "test" split of a datalist; returns its metrics."""
-    return bundles.run_bundle(bundle, "evaluate", preset, {"datalist": str(datalist), "output_dir": str(out)}).metrics
+    # absolute paths: the bundle runs with its own working directory
+    overrides = {"datalist": str(Path(datalist).resolve()), "output_dir": str(Path(out).resolve())}
+    return bundles.run_bundle(bundle, "evaluate", preset, overrides).metrics
 
 
 def single_thread_on_cpu() -> None:
