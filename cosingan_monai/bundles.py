@@ -232,7 +232,7 @@ def _run_subprocess(bundle: Path, workflow: str, args_file: Path, nproc: int, th
     with open(log, "w") as fh:
         proc = subprocess.run(cmd, cwd=bundle, env=env, stdout=fh, stderr=subprocess.STDOUT, check=False)
     if proc.returncode != 0:
-        lines = log.read_text(errors="replace").splitlines()
+        lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
         # chained tracebacks bury the root cause; quote every exception line, then the log's tail
         errors = list(dict.fromkeys(ln for ln in lines if re.match(r"^[\w.]*(Error|Exception)\b.*:", ln)))
         tail = "\n".join(lines[-12:])

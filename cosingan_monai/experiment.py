@@ -24,12 +24,12 @@ from cosingan_monai.pipeline import (
     _stage,
     evaluate_bundle,
     real_slice_datalist,
-    single_thread_on_cpu,
     synthesize,
     train_downstream,
     train_gans,
 )
 from cosingan_monai.run_folder import RunFolder, write_json
+from cosingan_monai.stage_lanes import plan_stages
 
 Echo = Callable[[str], None]
 #: the held-out split used when no --test set is given
@@ -189,7 +189,7 @@ def classifier_skip_reason(test_cls: dict[str, Any]) -> str | None:
 
 def run_experiment(opts: ExperimentOptions, echo: Echo = print) -> str:
     """Run every arm for every seed into opts.out; write results.json and results.md; return the table."""
-    single_thread_on_cpu()
+    plan_stages(lanes=1)  # sequential stages, every core each
     run = RunFolder(opts.out, resume=opts.resume, force=opts.force, command=opts.command)
     sizes = PIPELINE_PRESETS[opts.preset]
     data = run.root / "data"
@@ -242,7 +242,7 @@ def run_experiment(opts: ExperimentOptions, echo: Echo = print) -> str:
         run.root / "results.json",
         {"options": {k: str(v) for k, v in vars(opts).items()}, "results": results, "per_seed": per_seed},
     )
-    (run.root / "results.md").write_text(table + "\n")
+    (run.root / "results.md").write_text(table + "\n", encoding="utf-8")
     return table
 
 

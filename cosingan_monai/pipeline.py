@@ -7,9 +7,9 @@ folder holds deployable bundles) and records a manifest; `--resume` skips stages
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ from cosingan_monai import bundles
 from cosingan_monai.case_prep import prepare_case, write_case, write_conditions, write_training_slices
 from cosingan_monai.report import metrics_markdown, write_report
 from cosingan_monai.run_folder import RunFolder, write_json
+from cosingan_monai.stage_lanes import IN_PROCESS_LOCK, StagePlan, plan_stages, run_in_lanes
 
 Echo = Callable[[str], None]
 
@@ -28,11 +29,16 @@ PIPELINE_PRESETS: dict[str, dict[str, int]] = {
 }
 DOWNSTREAM = ("covid_slice_classifier", "covid_seg_2d", "covid_seg_3d")
 #: Epochs of the downstream bundles inside a pipeline run, where the preset's own count would not fit the budget
-#: (demo: `make demo` measured 10.6 min and, on a slower day, 23.6 min on 2 CPU cores). Presets not listed use the
-#: bundle preset's max_epochs.
+#: (demo: under 15 min for `make demo` on 2 CPU cores). Presets not listed use the bundle preset's max_epochs.
+#: The demo classifier gets 5 epochs: at this budget it does not separate the classes with 10 either (AUC 0.67,
+#: every slice called healthy), and its 10 epochs were the longest stage. The 3D segmenter keeps 40: with 30 its
+#: demo lung Dice fell from 0.78 to 0.31.
 PIPELINE_EPOCHS: dict[str, dict[str, int]] = {
-    "demo": {"covid_slice_classifier": 10, "covid_seg_2d": 30, "covid_seg_3d": 40},
+    "demo": {"covid_slice_classifier": 5, "covid_seg_2d": 30, "covid_seg_3d": 40},
 }
+#: Validation interval (epochs) of the downstream bundles inside a pipeline run; presets not listed use the bundle
+#: preset's own. Demo: validating the 2D bundles every epoch cost 1.6-2.4 s of each 6-17 s epoch.
+PIPELINE_VAL_INTERVAL: dict[str, int] = {"demo": 5}
 
 
 @dataclass
@@ -48,6 +54,8 @@ class PipelineOptions:
     # strong augmentation for the bundles trained on synthetic data: off by default, since on the demo phantoms it
     # cut the 2D segmenter's infection Dice from 0.292 to 0.126, while on real MedSeg-dev slices it helped
     strong_aug: bool = False
+    #: independent stages run at once (None: 2 on a multi-core CPU, 1 on a GPU; stage_lanes.py)
+    lanes: int | None = None
     intensity: str = "auto"
     seed: int = 0
     resume: bool = False
@@ -125,39 +133,44 @@ def synthesize(
     return out
 
 
-def train_downstream(name: str, datalist: Path, root: Path, preset: str, suffix: str = "", **overrides: Any) -> Path:
-    """Train downstream bundle `name` on a datalist (copied to ROOT/bundles/<name><suffix>); returns the bundle."""
+def train_downstream(
+    name: str,
+    datalist: Path,
+    root: Path,
+    preset: str,
+    suffix: str = "",
+    threads: int | None = None,
+    **overrides: Any,
+) -> Path:
+    """Train downstream bundle `name` on a datalist (copied to ROOT/bundles/<name><suffix>); returns the bundle.
+
+    `threads` caps the bundle's CPU threads (None: the environment's)."""
     bundle = bundles.copy_bundle(name, root / "bundles", suffix=suffix)
     args: dict[str, Any] = {"datalist": str(datalist), "tensorboard_dir": str(root / "tensorboard" / bundle.name)}
     if name in PIPELINE_EPOCHS.get(preset, {}):
         args["max_epochs"] = PIPELINE_EPOCHS[preset][name]
     args.update(overrides)
-    bundles.run_bundle(bundle, "train", preset, args)
+    bundles.run_bundle(bundle, "train", preset, args, threads=threads)
     return bundle
 
 
-def evaluate_bundle(bundle: Path, datalist: str | Path, out: Path, preset: str) -> dict[str, float]:
+def validation(preset: str) -> dict[str, int]:
+    """The pipeline's validation-interval override for `preset` ({} = the bundle preset's own)."""
+    return {"val_interval": PIPELINE_VAL_INTERVAL[preset]} if preset in PIPELINE_VAL_INTERVAL else {}
+
+
+def evaluate_bundle(
+    bundle: Path, datalist: str | Path, out: Path, preset: str, threads: int | None = None
+) -> dict[str, float]:
     """Evaluate a trained bundle on the "test" split of a datalist; returns its metrics."""
     # absolute paths: the bundle runs with its own working directory
     overrides = {"datalist": str(Path(datalist).resolve()), "output_dir": str(Path(out).resolve())}
-    return bundles.run_bundle(bundle, "evaluate", preset, overrides).metrics
-
-
-def single_thread_on_cpu() -> None:
-    """On a CPU-only machine, run bundle subprocesses with one intra-op thread unless the user chose otherwise.
-
-    Measured here (2 cores): the small convolutions of the demo presets gain nothing from a second thread, and two
-    spinning OpenMP threads per process slowed GAN training 10-30x whenever anything else shared the cores.
-    """
-    import torch
-
-    if not torch.cuda.is_available():
-        os.environ.setdefault("OMP_NUM_THREADS", "1")
+    return bundles.run_bundle(bundle, "evaluate", preset, overrides, threads=threads).metrics
 
 
 def run_pipeline(opts: PipelineOptions, echo: Echo = print) -> str:
     """Run every stage into opts.out and return the summary table; CaseError stops it before any training."""
-    single_thread_on_cpu()
+    plan = plan_stages(opts.lanes)
     prepared = prepare_case(opts.case, opts.label, intensity=opts.intensity)  # validate before touching the disk
     run = RunFolder(opts.out, resume=opts.resume, force=opts.force, command=opts.command)
     data = run.root / "data"
@@ -211,18 +224,51 @@ def run_pipeline(opts: PipelineOptions, echo: Echo = print) -> str:
         "covid_seg_2d": synthetic / "datalist.json",
         "covid_seg_3d": synthetic / "datalist_3d.json",
     }
-    for name in DOWNSTREAM:
 
-        def train(result: Any, name: str = name) -> None:
-            bundle = train_downstream(name, datalists[name], run.root, opts.preset, strong_aug=opts.strong_aug)
-            result.outputs["model"] = str(bundle / "models" / "model.pt")
+    def train(result: Any, name: str) -> None:
+        bundle = train_downstream(
+            name,
+            datalists[name],
+            run.root,
+            opts.preset,
+            threads=plan.threads,
+            strong_aug=opts.strong_aug,
+            **validation(opts.preset),
+        )
+        result.outputs["model"] = str(bundle / "models" / "model.pt")
+        with IN_PROCESS_LOCK:
             result.outputs["torchscript"] = str(bundles.export_torchscript(bundle))
 
-        _stage(run, f"train_{name}", echo, train)
+    def baseline(result: Any) -> None:
+        n_synthetic = len(json.loads((synthetic / "datalist.json").read_text())["training"])
+        datalist = real_slice_datalist(slices, n_synthetic, run.root / "data" / "baseline_datalist.json")
+        bundle = train_downstream(
+            "covid_seg_2d",
+            datalist,
+            run.root,
+            opts.preset,
+            "_baseline",
+            threads=plan.threads,
+            strong_aug=True,
+            **validation(opts.preset),
+        )
+        result.outputs["model"] = str(bundle / "models" / "model.pt")
+
+    # independent of each other: side by side on a CPU, longest first (stage_lanes.py)
+    trainings: dict[str, Callable[[Any], None]] = {
+        "covid_seg_2d": partial(train, name="covid_seg_2d"),
+        "covid_seg_2d_baseline": baseline,
+        "covid_slice_classifier": partial(train, name="covid_slice_classifier"),
+        "covid_seg_3d": partial(train, name="covid_seg_3d"),
+    }
+    if opts.eval_dir is None:
+        trainings.pop("covid_seg_2d_baseline")  # the baseline exists to be compared on evaluation cases
+    jobs = {name: partial(_stage, run, f"train_{name}", echo, body, ("sample",)) for name, body in trainings.items()}
+    run_in_lanes(jobs, plan.lanes)
 
     metrics: dict[str, Any] = {"preset": opts.preset, "case": str(opts.case), "timings_s": {}}
     if opts.eval_dir is not None:
-        metrics["evaluation"] = evaluate_all(run, opts, echo, slices, synthetic)
+        metrics["evaluation"] = evaluate_all(run, opts, echo, plan)
     for stage_manifest in sorted(run.manifests.glob("*.json")):
         m = json.loads(stage_manifest.read_text())
         metrics["timings_s"][m["stage"]] = m["wall_s"]
@@ -255,10 +301,8 @@ def real_slice_datalist(slices: list[dict[str, Any]], repeats: int, out: Path) -
     return write_json(out, {"training": training, "validation": entries, "test": []})
 
 
-def evaluate_all(
-    run: RunFolder, opts: PipelineOptions, echo: Echo, slices: list[dict[str, Any]], synthetic: Path
-) -> dict[str, Any]:
-    """Evaluate the synthetic-trained bundles, and a real-slice + strong-augmentation 2D baseline, on opts.eval_dir."""
+def evaluate_all(run: RunFolder, opts: PipelineOptions, echo: Echo, plan: StagePlan) -> dict[str, Any]:
+    """Evaluate the synthetic-trained bundles and the real-slice + strong-augmentation baseline on opts.eval_dir."""
     from cosingan_monai.datalists import prepare_any
 
     eval_root = run.root / "data" / "eval"
@@ -269,7 +313,8 @@ def evaluate_all(
         for name in ("datalist", "datalist_cls", "datalist_3d"):
             result.outputs[name] = str(all_as_test(eval_root / f"{name}.json", eval_root / f"eval_{name}.json"))
 
-    lists = _stage(run, "prepare_eval", echo, prepare)["outputs"]
+    # the evaluation data depend on --eval alone, not on the trainings before them
+    lists = _stage(run, "prepare_eval", echo, prepare, after=("validate",))["outputs"]
     eval_lists = {
         "covid_slice_classifier": lists["datalist_cls"],
         "covid_seg_2d": lists["datalist"],
@@ -277,19 +322,15 @@ def evaluate_all(
         "covid_seg_2d_baseline": lists["datalist"],
     }
 
-    def baseline(result: Any) -> None:
-        n_synthetic = len(json.loads((synthetic / "datalist.json").read_text())["training"])
-        datalist = real_slice_datalist(slices, n_synthetic, run.root / "data" / "baseline_datalist.json")
-        bundle = train_downstream("covid_seg_2d", datalist, run.root, opts.preset, "_baseline", strong_aug=True)
-        result.outputs["model"] = str(bundle / "models" / "model.pt")
+    def evaluate(result: Any, name: str) -> None:
+        bundle = run.root / "bundles" / name
+        out = run.root / "eval" / name
+        result.metrics.update(evaluate_bundle(bundle, eval_lists[name], out, opts.preset, plan.threads))
 
-    _stage(run, "train_covid_seg_2d_baseline", echo, baseline)
-    results: dict[str, Any] = {}
-    for name, datalist in eval_lists.items():
-
-        def evaluate(result: Any, name: str = name, datalist: str = datalist) -> None:
-            bundle = run.root / "bundles" / name
-            result.metrics.update(evaluate_bundle(bundle, datalist, run.root / "eval" / name, opts.preset))
-
-        results[name] = _stage(run, f"eval_{name}", echo, evaluate)["metrics"]
-    return results
+    jobs = {
+        name: partial(
+            _stage, run, f"eval_{name}", echo, partial(evaluate, name=name), ("prepare_eval", f"train_{name}")
+        )
+        for name in eval_lists
+    }
+    return {name: manifest["metrics"] for name, manifest in run_in_lanes(jobs, plan.lanes).items()}

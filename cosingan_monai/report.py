@@ -97,5 +97,5 @@ def write_report(run: RunFolder, metrics: dict[str, Any]) -> Path:
     ]
     final = run.root / "report.md"
     with atomic_write_path(final) as tmp:
-        tmp.write_text("\n".join(parts))
+        tmp.write_text("\n".join(parts), encoding="utf-8")
     return final

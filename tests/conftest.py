@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 import torch
+
+# Two pytest workers share the 2 cores: bundle subprocesses (pipeline, experiment) get one thread each instead of
+# the pipeline's all-cores default, which would oversubscribe the CPU.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

@@ -76,7 +76,7 @@ def test_seg2d_train_evaluate_infer_export(phantom_data, tmp_path):
     values = {"datalist": str(datalist), "tensorboard_dir": str(tmp_path / "tb"), "max_epochs": 5}
     run = bundles.run_bundle(bundle, "train", "test", values, threads=THREADS)  # python -m monai.bundle run
     assert (bundle / "models" / "model.pt").is_file()
-    assert "Got new best metric of val_mean_dice" in run.log_file.read_text()
+    assert "Got new best metric of val_mean_dice" in run.log_file.read_text(encoding="utf-8", errors="replace")
     assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
 
     ev = bundles.run_bundle(bundle, "evaluate", "test", values, in_process=True, threads=THREADS)
@@ -264,6 +264,6 @@ def test_multi_gpu_config_under_torchrun_on_cpu(phantom_data, tmp_path, name):
     bundle = bundles.copy_bundle(name, tmp_path)
     values = {"datalist": str(phantom_data[key]), "max_epochs": 2, "val_interval": 1, **CPU_DDP}
     run = bundles.run_bundle(bundle, "multi_gpu_train", "test", values, nproc=2, threads=THREADS)
-    log = run.log_file.read_text()
+    log = run.log_file.read_text(encoding="utf-8", errors="replace")
     assert log.count("Epoch[2] Metrics") == 1  # only rank 0 logs validation
     assert (bundle / "models" / "model.pt").is_file()

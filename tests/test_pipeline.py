@@ -14,8 +14,10 @@ from click.testing import CliRunner
 from monai.bundle import ConfigParser
 from PIL import Image
 
+from cosingan_monai import bundles
 from cosingan_monai.cli import main
 from cosingan_monai.phantom import write_phantom_dataset
+from cosingan_monai.pipeline import PIPELINE_EPOCHS, validation
 
 DOWNSTREAM = ("covid_slice_classifier", "covid_seg_2d", "covid_seg_3d")
 
@@ -101,25 +103,42 @@ def test_synthetic_samples_exist_with_previews(finished_run):
     assert Image.open(out / "figures" / "samples.png").size[0] > 200
 
 
-def test_resume_skips_finished_stages(finished_run, cases, tmp_path):
+def _resume_after_kill(
+    finished_run, cases, tmp_path, killed: tuple[str, ...], remove: tuple[str, ...] = ()
+) -> tuple[Path, dict[str, int], str]:
+    """Copy the finished run, delete the manifests of the `killed` stages (a run killed in them leaves none) and the
+    `remove` paths (their unfinished results), resume it; returns (run folder, manifest mtimes before, CLI output)."""
     out, _ = finished_run
     run = tmp_path / "run"
     shutil.copytree(out, run)
     manifests = run / "manifests"
     before = {p.name: p.stat().st_mtime_ns for p in manifests.glob("*.json")}
-    # simulate a run killed during its last stage: that stage left no manifest and no results
-    last = "eval_covid_seg_2d_baseline"
-    (manifests / f"{last}.json").unlink()
-    shutil.rmtree(run / "eval" / "covid_seg_2d_baseline")
-    (run / "metrics.json").unlink()
+    for stage in killed:
+        (manifests / f"{stage}.json").unlink()
+    for rel in remove:
+        shutil.rmtree(run / rel) if (run / rel).is_dir() else (run / rel).unlink()
     args = ["pipeline", "--case", str(cases["image"]), "--preset", "test", "--out", str(run)]
     result = CliRunner().invoke(main, [*args, "--eval", str(cases["eval"]), "--resume"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    assert "[train_gan] already finished" in result.output
-    assert f"[{last}] started" in result.output
+    return run, before, result.output
+
+
+def _unchanged_except(run: Path, before: dict[str, int], redone: set[str]) -> None:
+    """Every manifest but the `redone` stages' keeps its mtime; those were written again."""
     for name, mtime in before.items():
-        if name != f"{last}.json":
-            assert (manifests / name).stat().st_mtime_ns == mtime, name
+        now = (run / "manifests" / name).stat().st_mtime_ns
+        assert now > mtime if name.removesuffix(".json") in redone else now == mtime, name
+
+
+def test_resume_skips_finished_stages(finished_run, cases, tmp_path):
+    # simulate a run killed during its last stage: that stage left no manifest and no results
+    last = "eval_covid_seg_2d_baseline"
+    run, before, output = _resume_after_kill(
+        finished_run, cases, tmp_path, (last,), remove=("eval/covid_seg_2d_baseline", "metrics.json")
+    )
+    assert "[train_gan] already finished" in output
+    assert f"[{last}] started" in output
+    _unchanged_except(run, before, {last})
     assert json.loads((run / "metrics.json").read_text())["evaluation"]["covid_seg_2d_baseline"]
 
 
@@ -172,3 +191,26 @@ def test_bad_cases_stop_before_training(cases, tmp_path, kind, message):
     assert message in result.output.lower()
     assert "Traceback" not in result.output
     assert not out.exists()  # nothing was started
+
+
+@pytest.mark.parametrize("preset", ["test", "demo", "full"])
+@pytest.mark.parametrize("name", DOWNSTREAM)
+def test_pipeline_schedule_validates_the_last_epoch(preset, name):
+    """A bundle saves model.pt only when it validates, so the pipeline's epochs must end on a validation epoch."""
+    source = bundles.bundle_source(name)
+    values = {
+        **bundles.read_json(source / "configs" / "train.json"),
+        **bundles.preset_overrides(source, "train", preset),
+    }
+    epochs = PIPELINE_EPOCHS.get(preset, {}).get(name, values["max_epochs"])
+    interval = validation(preset).get("val_interval", values["val_interval"])
+    assert epochs % interval == 0, f"{name} ({preset}): {epochs} epochs, validated every {interval}"
+
+
+def test_resume_redoes_only_the_killed_parallel_stage(finished_run, cases, tmp_path):
+    """The downstream trainings run side by side: resuming one of them leaves its siblings and their evaluations."""
+    run, before, output = _resume_after_kill(finished_run, cases, tmp_path, ("train_covid_seg_3d",))
+    assert "[train_covid_seg_3d] started" in output and "[eval_covid_seg_3d] started" in output
+    assert "[train_covid_seg_2d] already finished" in output
+    assert "[eval_covid_seg_2d] already finished" in output
+    _unchanged_except(run, before, {"train_covid_seg_3d", "eval_covid_seg_3d"})

@@ -33,6 +33,14 @@ EXISTING = click.Path(exists=True, path_type=Path)
     help="Augmentation of the bundles trained on synthetic data (strong: flips, affine, elastic, intensity, noise; "
     "worth it when the cases to segment come from another scanner or protocol than the training case).",
 )
+@click.option(
+    "--parallel-stages",
+    "lanes",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Independent stages (the downstream trainings, the evaluations) run at once. Default: 2 on a CPU with 2+ "
+    "cores, sharing them; 1 on a GPU.",
+)
 @click.option("--intensity", type=click.Choice(["auto", "hu", "windowed"]), default="auto", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--resume", is_flag=True, help="Skip finished stages and continue an interrupted one.")
@@ -45,6 +53,7 @@ def pipeline(
     eval_dir: Path | None,
     train_slices: int,
     strong_aug: bool,
+    lanes: int | None,
     intensity: str,
     seed: int,
     resume: bool,
@@ -64,6 +73,7 @@ def pipeline(
         eval_dir=eval_dir,
         train_slices=train_slices,
         strong_aug=strong_aug,
+        lanes=lanes,
         intensity=intensity,
         seed=seed,
         resume=resume,

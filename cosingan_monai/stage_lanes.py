@@ -1,0 +1,73 @@
+"""How the pipeline spends the CPU: threads per bundle subprocess, and independent stages run side by side.
+
+Measured on the 2-core development machine (demo preset):
+- one stage alone: 2 threads train the GAN 1.5x, the classifier 1.6x and the 2D UNet 1.3x faster than 1 thread;
+- two independent stages side by side, one thread each, use both cores fully, which beats 1.3-1.6x;
+- OMP_WAIT_POLICY=PASSIVE keeps extra threads harmless when something else shares the cores: with one core busy,
+  a GAN run took 127 s with 2 spinning threads and 81 s with 2 passive ones.
+On a GPU stages run one at a time (one device) with the environment's threads.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TypeVar
+
+T = TypeVar("T")
+
+#: torch.jit export and other in-process work of parallel stages is not known to be thread-safe: serialize it
+IN_PROCESS_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    """Independent stages run `lanes` at a time, each bundle subprocess with `threads` CPU threads (None: the
+    environment's OMP_NUM_THREADS)."""
+
+    lanes: int = 1
+    threads: int | None = None
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, which containers and taskset narrow)."""
+    return len(os.sched_getaffinity(0))
+
+
+def plan_stages(lanes: int | None = None) -> StagePlan:
+    """The CPU plan: sequential stages get every core (via the environment), parallel ones share them by lanes.
+
+    `lanes` None = automatic: 2 on a CPU with at least 2 cores, 1 on a GPU. OMP_NUM_THREADS set by the user wins for
+    every stage.
+    """
+    import torch
+
+    if torch.cuda.is_available():
+        return StagePlan(lanes or 1, None)
+    cores = usable_cores()
+    user_threads = "OMP_NUM_THREADS" in os.environ
+    os.environ.setdefault("OMP_NUM_THREADS", str(cores))
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    lanes = max(1, lanes if lanes is not None else min(2, cores))
+    return StagePlan(lanes, None if user_threads else max(1, cores // lanes))
+
+
+def run_in_lanes(jobs: Mapping[str, Callable[[], T]], lanes: int) -> dict[str, T]:
+    """Run independent jobs `lanes` at a time, in the mapping's order; returns their results by name.
+
+    The jobs are stages whose work runs in bundle subprocesses, so Python threads suffice to overlap them. Every
+    job runs to its end even when another fails (its finished work is kept for --resume); then the first failure,
+    in the mapping's order, is raised.
+    """
+    if lanes <= 1:
+        return {name: job() for name, job in jobs.items()}
+    with ThreadPoolExecutor(max_workers=lanes, thread_name_prefix="stage") as pool:
+        futures = {name: pool.submit(job) for name, job in jobs.items()}
+        errors = [f.exception() for f in futures.values()]
+    for error in errors:
+        if error is not None:
+            raise error
+    return {name: future.result() for name, future in futures.items()}

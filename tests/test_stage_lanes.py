@@ -1,0 +1,59 @@
+"""Independent pipeline stages side by side: they overlap, every job finishes, and a failure is raised."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import pytest
+
+from cosingan_monai.stage_lanes import plan_stages, run_in_lanes
+
+
+def test_two_lanes_run_jobs_at_the_same_time():
+    barrier = threading.Barrier(2, timeout=10)  # breaks (BrokenBarrierError) unless both jobs wait at once
+
+    def job(value: int) -> int:
+        barrier.wait()
+        return value
+
+    assert run_in_lanes({"a": lambda: job(1), "b": lambda: job(2)}, lanes=2) == {"a": 1, "b": 2}
+
+
+def test_a_failing_job_is_raised_after_the_others_finish():
+    finished = []
+
+    def fail() -> None:
+        raise RuntimeError("bundle covid_seg_3d train failed")
+
+    def slow() -> str:
+        threading.Event().wait(0.2)
+        finished.append("slow")
+        return "ok"
+
+    with pytest.raises(RuntimeError, match="covid_seg_3d"):
+        run_in_lanes({"fail": fail, "slow": slow}, lanes=2)
+    assert finished == ["slow"]
+
+
+def test_one_lane_runs_in_order():
+    order: list[str] = []
+    run_in_lanes({k: (lambda k=k: order.append(k)) for k in "abc"}, lanes=1)
+    assert order == ["a", "b", "c"]
+
+
+def test_user_threads_win(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    plan = plan_stages()
+    assert plan.threads is None  # bundles inherit the user's OMP_NUM_THREADS
+    assert plan.lanes == min(2, len(os.sched_getaffinity(0)))
+    assert plan_stages(lanes=1).lanes == 1
+
+
+def test_cores_are_shared_between_lanes(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.setattr("cosingan_monai.stage_lanes.usable_cores", lambda: 8)
+    plan = plan_stages()
+    assert (plan.lanes, plan.threads) == (2, 4)
+    assert os.environ["OMP_NUM_THREADS"] == "8" and os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
