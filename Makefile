@@ -38,6 +38,7 @@ test-slow: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check cosingan_monai tests benchmarks
+	$(VENV)/bin/lint-imports
 
 bench: $(STAMP)
 	$(VPY) benchmarks/bench_gan.py

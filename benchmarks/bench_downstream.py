@@ -29,8 +29,8 @@ RESULTS = REPO / "benchmarks" / "results" / "bench_downstream.json"
 
 def prepare(root: Path, cases: int, size: int, slices: int) -> dict[str, str]:
     """Write the fixed phantom dataset (seed 0) and its slice and volume datalists; returns name -> datalist path."""
-    from cosingan_monai.datalists import prepare_slices, prepare_volumes
-    from cosingan_monai.phantom import write_phantom_dataset
+    from cosingan_monai.data.datalists import prepare_slices, prepare_volumes
+    from cosingan_monai.phantom.generator import write_phantom_dataset
 
     write_phantom_dataset(root / "ctseg", cases=cases, seed=0, size=size, slices=slices, healthy_fraction=0.5)
     split = {"training": cases - 2, "validation": 1, "test": 1}
@@ -45,7 +45,7 @@ def run_one(name: str, preset: str, datalist: str, epochs: int, threads: int, wo
     from ignite.engine import Events
     from monai.bundle import ConfigWorkflow
 
-    from cosingan_monai import bundles
+    from cosingan_monai.pipeline import bundle_runner as bundles
 
     torch.set_num_threads(threads)
     bundle = bundles.copy_bundle(name, workdir)

@@ -30,15 +30,15 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from cosingan_monai.data.io import atomic_write_path  # noqa: E402
+from cosingan_monai.data.lungmask import body_mask  # noqa: E402
+from cosingan_monai.data.transforms import hu_to_unit, label_to_condition, select_slices  # noqa: E402
 from cosingan_monai.engines.handlers import render_grid  # noqa: E402
 from cosingan_monai.engines.scale_step import AugmentedPairs, ScaleStep, build_critics  # noqa: E402
 from cosingan_monai.engines.train_loop import MultiScaleTrainer  # noqa: E402
-from cosingan_monai.io import atomic_write_path  # noqa: E402
-from cosingan_monai.lungmask import body_mask  # noqa: E402
 from cosingan_monai.networks import CoSinGAN, CoSinGANConfig  # noqa: E402
 from cosingan_monai.networks.pyramid import resize, upsample  # noqa: E402
-from cosingan_monai.phantom import make_phantom_case  # noqa: E402
-from cosingan_monai.transforms import hu_to_unit, label_to_condition, select_slices  # noqa: E402
+from cosingan_monai.phantom.generator import make_phantom_case  # noqa: E402
 
 TRAIN_BUNDLE = REPO / "bundles" / "cosingan_train"
 TARGET_ITERS, TARGET_SECONDS = 2000, 14 * 60
@@ -87,7 +87,7 @@ def _noise_amp(model: CoSinGAN, n: int) -> float:
 
 def train_plain(pair: tuple[np.ndarray, np.ndarray], cfg: CoSinGANConfig) -> dict:
     """The same training as a plain PyTorch loop: same ScaleStep, data and schedules, no Ignite/MONAI engine."""
-    from cosingan_monai.augment import HierarchicalAugment
+    from cosingan_monai.engines.augment import HierarchicalAugment
 
     torch.manual_seed(cfg.seed)
     t0 = time.perf_counter()

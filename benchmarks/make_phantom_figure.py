@@ -1,6 +1,6 @@
 """Render data/phantom_example.png: axial and coronal phantom slices in lung window with lung/infection outlines.
 
-Why: the README shows what the embedded default data looks like; regenerate after changing cosingan_monai/phantom.py
+Why: the README shows what the embedded default data looks like; regenerate after changing cosingan_monai/phantom/
 with `.venv/bin/python benchmarks/make_phantom_figure.py [--seed S] [--out PATH]`.
 """
 
@@ -18,8 +18,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from cosingan_monai.io import atomic_write_path  # noqa: E402
-from cosingan_monai.phantom import INFECTION, make_phantom_case  # noqa: E402
+from cosingan_monai.data.io import atomic_write_path  # noqa: E402
+from cosingan_monai.phantom.generator import INFECTION, make_phantom_case  # noqa: E402
 
 LUNG_WINDOW = (-1350.0, 150.0)  # level -600, width 1500
 

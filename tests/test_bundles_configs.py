@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cosingan_monai import bundles
+from cosingan_monai.pipeline import bundle_runner as bundles
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = REPO / "cosingan_monai" / "schema" / "meta_schema.json"
@@ -120,7 +120,7 @@ def test_required_ids_and_monai_label_ids(name):
 
 @pytest.mark.parametrize("name", DOWNSTREAM)
 def test_config_workflow_properties_all_defined(name, tmp_path):
-    """ConfigWorkflow.check_properties raises KeyError on a missing required id (DESIGN.md); none may be missing."""
+    """ConfigWorkflow.check_properties raises KeyError on a missing required id (docs/design.md); none may be missing."""
     from monai.bundle import ConfigWorkflow
 
     root = REPO / "bundles" / name / "configs"

@@ -11,8 +11,8 @@ import json
 
 import pytest
 
-from cosingan_monai import bundles
-from cosingan_monai.datalists import prepare_png_slices
+from cosingan_monai.data.datalists import prepare_png_slices
+from cosingan_monai.pipeline import bundle_runner as bundles
 
 SPLIT = {"training": 42, "validation": 8, "test": 20}
 #: the test preset's small UNet at 3 mm pixels (image_size 128 over the 384 mm field of view)

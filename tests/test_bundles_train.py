@@ -17,10 +17,10 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from cosingan_monai import bundles
 from cosingan_monai.cli import main
-from cosingan_monai.datalists import prepare_slices, prepare_volumes
-from cosingan_monai.phantom import write_phantom_dataset
+from cosingan_monai.data.datalists import prepare_slices, prepare_volumes
+from cosingan_monai.phantom.generator import write_phantom_dataset
+from cosingan_monai.pipeline import bundle_runner as bundles
 
 THREADS = 1  # one thread is several times faster than two on a CPU shared with other jobs
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cosingan_monai.conditions import build_conditions, lung_bearing_slices, relabel_sides, remove_lesions
+from cosingan_monai.data.conditions import build_conditions, lung_bearing_slices, relabel_sides, remove_lesions
 
 
 def _label_volume(nz: int = 6) -> np.ndarray:

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cosingan_monai import datalists
-from cosingan_monai.io import CaseError, hu_to_windowed, ras_to_display, save_nifti
-from cosingan_monai.phantom import make_phantom_case, write_phantom_dataset
+from cosingan_monai.core.errors import CaseError
+from cosingan_monai.data import datalists
+from cosingan_monai.data.io import hu_to_windowed, ras_to_display, save_nifti
+from cosingan_monai.phantom.generator import make_phantom_case, write_phantom_dataset
 
 
 @pytest.fixture(scope="module")

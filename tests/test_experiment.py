@@ -9,7 +9,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from cosingan_monai.experiment import (
+from cosingan_monai.pipeline.experiment import (
     ExperimentOptions,
     classifier_skip_reason,
     gap_closure,
@@ -138,7 +138,7 @@ def test_experiment_command_end_to_end_in_the_test_preset(tmp_path):
     from click.testing import CliRunner
 
     from cosingan_monai.cli import main
-    from cosingan_monai.phantom import write_phantom_dataset
+    from cosingan_monai.phantom.generator import write_phantom_dataset
 
     write_phantom_dataset(tmp_path / "train", cases=2, seed=10, size=64, slices=10, healthy_fraction=0.0)
     write_phantom_dataset(tmp_path / "test", cases=1, seed=61, size=64, slices=8, healthy_fraction=0.0)

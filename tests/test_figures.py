@@ -6,7 +6,7 @@ import numpy as np
 from PIL import Image
 from torch.utils.tensorboard import SummaryWriter
 
-from cosingan_monai.figures import curves, read_scalars, slice_grid
+from cosingan_monai.pipeline.figures import curves, read_scalars, slice_grid
 
 
 def test_slice_grid_writes_png_with_outlines(tmp_path):

@@ -35,7 +35,7 @@ def _bundle_run(bundle: Path, workflow: str, root: Path, **overrides) -> subproc
 
 @pytest.fixture(scope="module")
 def phantom_dir(tmp_path_factory) -> Path:
-    from cosingan_monai.phantom import write_phantom_dataset
+    from cosingan_monai.phantom.generator import write_phantom_dataset
 
     out = tmp_path_factory.mktemp("phantom")
     write_phantom_dataset(out, cases=2, seed=0, size=64, slices=12)

@@ -8,11 +8,11 @@ import torch
 from gan_helpers import config_for_test_preset
 from scipy import ndimage as ndi
 
-from cosingan_monai.lungmask import body_mask
+from cosingan_monai.data.lungmask import body_mask
+from cosingan_monai.data.transforms import hu_to_unit, label_to_condition, select_slices
 from cosingan_monai.networks import CoSinGAN, CoSinGANConfig
 from cosingan_monai.networks.pyramid import resize
-from cosingan_monai.phantom import make_phantom_case
-from cosingan_monai.transforms import hu_to_unit, label_to_condition, select_slices
+from cosingan_monai.phantom.generator import make_phantom_case
 
 QUALITY_ITERS = 120  # per scale; the test preset's own count is for bundle smoke runs
 

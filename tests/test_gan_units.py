@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from cosingan_monai.augment import HierarchicalAugment, displacement_rms, scale_strength
-from cosingan_monai.engines.amp import amp_policy
-from cosingan_monai.losses import MixedReconstructionLoss, critic_loss, gradient_penalty
+from cosingan_monai.core.amp import amp_policy
+from cosingan_monai.engines.augment import HierarchicalAugment, displacement_rms, scale_strength
+from cosingan_monai.engines.losses import MixedReconstructionLoss, critic_loss, gradient_penalty
 from cosingan_monai.networks import CheckpointError, CoSinGAN, CoSinGANConfig, PatchCritic, ScaleGenerator
 from cosingan_monai.networks.critic import masked_views
 
@@ -118,7 +118,7 @@ def test_augmentation_is_joint_strongest_at_coarse_scales_and_keeps_inputs():
 @pytest.mark.parametrize("body_fills_frame", [True, False])
 def test_zoom_out_pads_with_air_and_an_empty_condition(body_fills_frame):
     """A zoomed-in slice (body fills the frame) still shows the GAN air outside the body mask after zoom-out."""
-    from cosingan_monai.transforms import hu_to_unit
+    from cosingan_monai.data.transforms import hu_to_unit
 
     cfg = CoSinGANConfig(max_size=32, aug_prob=0.0, aug_flip_prob=0.0, aug_zoom_prob=1.0, jitter_prob=0.0)
     aug = HierarchicalAugment(cfg, [(40, 40)], seed=0)

@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cosingan_monai import io
-from cosingan_monai.io import CaseError, find_label, load_case, summarize
+from cosingan_monai.core.errors import CaseError
+from cosingan_monai.data import io
+from cosingan_monai.data.cases import label_map, summarize
+from cosingan_monai.data.io import find_label, load_case
 
 # ------------------------------------------------------------------------------------------------ helpers
 
@@ -487,7 +489,7 @@ def test_label_map_converts_infection_only(tmp_path: Path) -> None:
     inf[26:30, 14:20] = 1
     aff = np.diag([4.0, 4.0, 5.0, 1.0])
     case = load_case(write_nifti(tmp_path / "ct.nii.gz", hu, aff), write_nifti(tmp_path / "l.nii.gz", inf, aff))
-    lmap = case.label_map()
+    lmap = label_map(case)
     assert lmap.dtype == np.uint8 and set(np.unique(lmap).tolist()) <= {0, 1, 2, 3}
     np.testing.assert_array_equal(lmap == 3, inf == 1)
     s = summarize(case)

@@ -14,9 +14,9 @@ import torch
 from click.testing import CliRunner
 from monai.bundle import ConfigParser
 
-from cosingan_monai import label_app as la
 from cosingan_monai.cli import main as cli_main
-from cosingan_monai.io import CaseError
+from cosingan_monai.core.errors import CaseError
+from cosingan_monai.label import app_builder as la
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLES = la.SEG_BUNDLES
@@ -80,7 +80,7 @@ def test_run_folder_is_not_modified(built: dict) -> None:
 
 def test_app_layout_and_provenance(built: dict) -> None:
     app = built["app"]
-    assert (app / "main.py").read_text() == (REPO / "cosingan_monai" / "label_server_app.py").read_text()
+    assert (app / "main.py").read_text() == (REPO / "cosingan_monai" / "label" / "template" / "main.py").read_text()
     served = sorted(p.name for p in (app / "model").iterdir())
     assert served == sorted(f"{b}_segmentation" for b in BUNDLES)
     info = json.loads((app / "label_app.json").read_text())
@@ -227,7 +227,7 @@ def test_preset_matched_from_weights(tmp_path: Path) -> None:
 
 def test_recorded_run_settings_are_baked(tmp_path: Path) -> None:
     """A run recorded by bundles.run_bundle (logs/train_args.json) wins over matching; run paths are dropped."""
-    from cosingan_monai.bundles import preset_overrides
+    from cosingan_monai.pipeline.bundle_runner import preset_overrides
 
     run = make_run(tmp_path / "run", preset="test")
     bundle = run / "bundles" / BUNDLES[0]

@@ -25,8 +25,8 @@ import numpy as np
 import pytest
 import torch
 
-from cosingan_monai.label_app import SEG_BUNDLES, LabelApp, app_model_name, build_label_app
-from cosingan_monai.phantom import write_phantom_dataset
+from cosingan_monai.label.app_builder import SEG_BUNDLES, LabelApp, app_model_name, build_label_app
+from cosingan_monai.phantom.generator import write_phantom_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 LABEL_PY = REPO / ".venv-label" / "bin" / "python"
@@ -78,8 +78,8 @@ def make_run(root: Path) -> dict[str, float]:
     `bundles.run_bundle` runs `python -m monai.bundle run` with the preset overlay and records the run in
     BUNDLE/logs/, which label-app reads.
     """
-    from cosingan_monai.bundles import copy_bundle, run_bundle
-    from cosingan_monai.datalists import prepare_slices, prepare_volumes
+    from cosingan_monai.data.datalists import prepare_slices, prepare_volumes
+    from cosingan_monai.pipeline.bundle_runner import copy_bundle, run_bundle
 
     write_phantom_dataset(root / "phantoms", 4, seed=0, size=64, slices=16, healthy_fraction=0.0)
     split = {"training": 3, "validation": 1, "test": 0}

@@ -8,9 +8,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from cosingan_monai.io import display_to_ras, windowed_to_hu
-from cosingan_monai.lungmask import auto_lung_mask, body_from_lungs, body_mask
-from cosingan_monai.phantom import make_phantom_case
+from cosingan_monai.data.io import display_to_ras, windowed_to_hu
+from cosingan_monai.data.lungmask import auto_lung_mask, body_from_lungs, body_mask
+from cosingan_monai.phantom.generator import make_phantom_case
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cosingan_monai.painted_control import paint, region_stats
+from cosingan_monai.pipeline.painted_control import paint, region_stats
 
 
 def _slice() -> tuple[np.ndarray, np.ndarray, np.ndarray]:

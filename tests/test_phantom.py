@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from cosingan_monai.cli import main
-from cosingan_monai.phantom import (
+from cosingan_monai.phantom.generator import (
     IMAGE_DIR,
     INFECTION,
     INFECTION_DIR,

@@ -14,10 +14,10 @@ from click.testing import CliRunner
 from monai.bundle import ConfigParser
 from PIL import Image
 
-from cosingan_monai import bundles
 from cosingan_monai.cli import main
-from cosingan_monai.phantom import write_phantom_dataset
-from cosingan_monai.pipeline import PIPELINE_EPOCHS, validation
+from cosingan_monai.phantom.generator import write_phantom_dataset
+from cosingan_monai.pipeline import bundle_runner as bundles
+from cosingan_monai.pipeline.pipeline import PIPELINE_EPOCHS, validation
 
 DOWNSTREAM = ("covid_slice_classifier", "covid_seg_2d", "covid_seg_3d")
 

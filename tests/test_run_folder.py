@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from cosingan_monai.run_folder import RunFolder, RunFolderError
+from cosingan_monai.pipeline.run_folder import RunFolder, RunFolderError
 
 
 def test_new_run_writes_marker_and_manifest(tmp_path):
@@ -55,15 +55,15 @@ def test_truncated_manifest_counts_as_unfinished(tmp_path):
 
 
 def test_resume_redoes_a_stage_and_only_what_depends_on_it(tmp_path):
-    from cosingan_monai.pipeline import _stage
+    from cosingan_monai.pipeline.run_folder import run_stage
 
     calls: list[str] = []
 
     def run_all(resume: bool) -> None:
         run = RunFolder(tmp_path / "run", resume=resume)
         for name, after in (("prep", ()), ("arm1", ("prep",)), ("arm2", ("prep", "arm1")), ("solo", ())):
-            _stage(run, name, lambda m: None, lambda r, name=name: calls.append(name), after=after)
-        _stage(run, "linear", lambda m: None, lambda r: calls.append("linear"))  # after=None: after everything
+            run_stage(run, name, lambda m: None, lambda r, name=name: calls.append(name), after=after)
+        run_stage(run, "linear", lambda m: None, lambda r: calls.append("linear"))  # after=None: after everything
 
     run_all(resume=False)
     assert calls == ["prep", "arm1", "arm2", "solo", "linear"]

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from cosingan_monai.stage_lanes import plan_stages, run_in_lanes
+from cosingan_monai.pipeline.stage_lanes import plan_stages, run_in_lanes
 
 
 def test_two_lanes_run_jobs_at_the_same_time():
@@ -53,7 +53,7 @@ def test_user_threads_win(monkeypatch):
 def test_cores_are_shared_between_lanes(monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
-    monkeypatch.setattr("cosingan_monai.stage_lanes.usable_cores", lambda: 8)
+    monkeypatch.setattr("cosingan_monai.pipeline.stage_lanes.usable_cores", lambda: 8)
     plan = plan_stages()
     assert (plan.lanes, plan.threads) == (2, 4)
     assert os.environ["OMP_NUM_THREADS"] == "8" and os.environ["OMP_WAIT_POLICY"] == "PASSIVE"

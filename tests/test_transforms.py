@@ -1,4 +1,4 @@
-"""Transforms: HU window, 0-255 inputs, label -> condition, infection-only labels, slice choice, pyramids."""
+"""Transforms: HU <-> network range, 0-255 inputs, label -> condition, infection-only labels, slices, pyramids."""
 
 from __future__ import annotations
 
@@ -7,22 +7,18 @@ import pytest
 import torch
 from monai.data import MetaTensor
 
-from cosingan_monai.io import windowed_to_hu
-from cosingan_monai.transforms import (
-    AutoLungMaskd,
-    ConditionPyramidd,
-    HUWindowd,
-    InfectionOnlyToLabelsd,
+from cosingan_monai.data.io import windowed_to_hu
+from cosingan_monai.data.lungmask import infection_to_labels
+from cosingan_monai.data.transforms import (
     LabelToConditiond,
     SelectSlicesd,
-    WindowedToHUd,
     hu_to_unit,
     label_to_condition,
-    make_pyramid,
     pyramid_sizes,
     select_slices,
     unit_to_hu,
 )
+from cosingan_monai.networks.pyramid import resize
 
 
 def chest_slice(n: int = 96, consolidation: bool = True) -> tuple[np.ndarray, np.ndarray]:
@@ -62,22 +58,13 @@ def test_unit_to_hu_inverts_inside_window() -> None:
     np.testing.assert_allclose(unit_to_hu(np.array([-1.0, 0.0, 1.0])), [-1250.0, -500.0, 250.0])
 
 
-def test_huwindowd_matches_function_and_keeps_meta() -> None:
-    img = MetaTensor(torch.tensor([[-1250.0, -500.0], [250.0, 900.0]]), affine=torch.diag(torch.tensor([2.0, 2, 5, 1])))
-    out = HUWindowd(keys="image")({"image": img})["image"]
-    assert isinstance(out, MetaTensor) and out.dtype == torch.float32
-    assert torch.allclose(out.as_tensor(), torch.tensor([[-1.0, 0.0], [1.0, 1.0]]))
-    assert torch.equal(out.affine, img.affine)
-
-
 def test_windowed_0_255_maps_consistently() -> None:
     png = np.array([[0, 255], [85, 170]], np.uint8)
-    hu = WindowedToHUd(keys="image")({"image": png})["image"]
+    hu = windowed_to_hu(png.astype(np.float32))
     assert hu.dtype == np.float32
     np.testing.assert_allclose(hu, [[-1250.0, 250.0], [-750.0, -250.0]])
-    np.testing.assert_allclose(hu, windowed_to_hu(png.astype(np.float32)))
-    np.testing.assert_allclose(HUWindowd(keys="image")({"image": hu})["image"], [[-1, 1], [-1 / 3, 1 / 3]], atol=1e-6)
-    t = WindowedToHUd(keys="image")({"image": torch.tensor([0, 255], dtype=torch.uint8)})["image"]
+    np.testing.assert_allclose(hu_to_unit(hu), [[-1, 1], [-1 / 3, 1 / 3]], atol=1e-6)
+    t = windowed_to_hu(torch.tensor([0, 255], dtype=torch.uint8).float())
     assert torch.allclose(t, torch.tensor([-1250.0, 250.0]))
 
 
@@ -119,7 +106,7 @@ def test_infection_only_to_labels() -> None:
     inf = np.zeros_like(truth)
     inf[(truth == 2) & (np.arange(96)[None, :] > 50)] = 1  # part of the right lung
     inf[10:12, 10:12] = 0
-    out = InfectionOnlyToLabelsd()({"image": hu, "label": inf})["label"]
+    out = infection_to_labels(hu, inf == 1)
     assert out.dtype == np.uint8 and set(np.unique(out).tolist()) == {0, 1, 2, 3}
     np.testing.assert_array_equal(out == 3, inf == 1)
     lung = out > 0
@@ -127,17 +114,8 @@ def test_infection_only_to_labels() -> None:
     assert dice > 0.95
     assert ((out == 1) & (truth == 1)).sum() > 0.95 * (truth == 1).sum()  # left = low x
     assert ((out == 2) & (truth == 2)).sum() > 0.9 * ((truth == 2) & (inf == 0)).sum()
-    with pytest.raises(ValueError, match="not an infection-only mask"):
-        InfectionOnlyToLabelsd()({"image": hu, "label": truth})
-
-
-def test_auto_lung_maskd_only_fills_missing() -> None:
-    hu, truth = chest_slice()
-    made = AutoLungMaskd()({"image": hu})["label"]
-    assert set(np.unique(made).tolist()) == {0, 1, 2}
-    assert 2 * ((made > 0) & (truth > 0)).sum() / ((made > 0).sum() + (truth > 0).sum()) > 0.95
-    given = np.zeros_like(truth)
-    assert AutoLungMaskd()({"image": hu, "label": given})["label"] is given
+    with pytest.raises(ValueError, match="does not match"):
+        infection_to_labels(hu, inf[:50] == 1)
 
 
 # --------------------------------------------------------------------------------------------- slices
@@ -197,29 +175,18 @@ def test_pyramid_sizes() -> None:
         pyramid_sizes((64, 64), 64, scale_factor=1.5)
 
 
-def test_make_pyramid_area_keeps_mask_fraction() -> None:
+def test_resize_area_keeps_mask_fraction() -> None:
     rng = np.random.default_rng(1)
-    mask = torch.from_numpy((rng.random((2, 128, 128)) < 0.3).astype(np.float32))
+    mask = torch.from_numpy((rng.random((1, 2, 128, 128)) < 0.3).astype(np.float32))
     sizes = pyramid_sizes((128, 128), 128)
-    pyr = make_pyramid(mask, sizes, "area")
-    assert [tuple(p.shape) for p in pyr] == [(2, *s) for s in sizes]
+    pyr = [resize(mask, s, "area") for s in sizes]
+    assert [tuple(p.shape) for p in pyr] == [(1, 2, *s) for s in sizes]
     for p in pyr:
         assert float(p.min()) >= 0.0 and float(p.max()) <= 1.0
         assert abs(float(p.mean()) - float(mask.mean())) < 0.01
-    exact = make_pyramid(mask, [(64, 64)], "area")[0]
-    assert torch.allclose(exact, mask.reshape(2, 64, 2, 64, 2).mean((2, 4)))
+    exact = resize(mask, (64, 64), "area")
+    assert torch.allclose(exact, mask.reshape(1, 2, 64, 2, 64, 2).mean((3, 5)))
     img = torch.from_numpy(rng.normal(size=(3, 1, 100, 80)).astype(np.float32))
-    out = make_pyramid(img, [(25, 20), (50, 40)], "bilinear")
+    out = [resize(img, s, "image") for s in [(25, 20), (50, 40)]]
     assert [tuple(o.shape) for o in out] == [(3, 1, 25, 20), (3, 1, 50, 40)]
     assert float(out[0].std()) < float(img.std()) / 2  # antialiased: noise averages out
-    with pytest.raises(ValueError, match="unknown pyramid mode"):
-        make_pyramid(img, [(8, 8)], "lanczos")
-
-
-def test_condition_pyramidd() -> None:
-    d = {"image": np.zeros((64, 48), np.float32), "condition": np.ones((3, 64, 48), np.float32)}
-    sizes = pyramid_sizes((64, 48), 64)
-    out = ConditionPyramidd(sizes=sizes)(d)
-    assert [tuple(p.shape) for p in out["image_pyramid"]] == [(1, *s) for s in sizes]
-    assert [tuple(p.shape) for p in out["condition_pyramid"]] == [(3, *s) for s in sizes]
-    assert all(torch.all(p == 1) for p in out["condition_pyramid"])

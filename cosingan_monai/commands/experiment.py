@@ -8,6 +8,8 @@ from pathlib import Path
 
 import click
 
+from cosingan_monai.core.constants import PRESETS
+
 EXISTING = click.Path(exists=True, file_okay=False, path_type=Path)
 
 
@@ -15,7 +17,7 @@ EXISTING = click.Path(exists=True, file_okay=False, path_type=Path)
 @click.option("--dataset", required=True, type=EXISTING, help="COVID-19-CT-Seg volumes or MedSeg-style PNG slices.")
 @click.option("--test", "test", type=EXISTING, help="A separate labelled test set (else a listed split of --dataset).")
 @click.option("--k", "k", type=int, default=1, show_default=True, help="Real training slices per arm.")
-@click.option("--preset", type=click.Choice(["test", "demo", "full"]), default="demo", show_default=True)
+@click.option("--preset", type=click.Choice(PRESETS), default="demo", show_default=True)
 @click.option("--out", required=True, type=click.Path(path_type=Path))
 @click.option("--seeds", type=int, default=3, show_default=True, help="Repeats, each with other training slices.")
 @click.option(
@@ -39,9 +41,9 @@ def experiment(
     force: bool,
 ) -> None:
     """Arms (a) k real slices + strong aug, (b) CoSinGAN from the same k, (c) all real, (d) GAN-free painted masks."""
-    from cosingan_monai.experiment import ExperimentOptions, run_experiment
-    from cosingan_monai.io import CaseError
-    from cosingan_monai.run_folder import RunFolderError
+    from cosingan_monai.core.errors import CaseError
+    from cosingan_monai.pipeline.experiment import ExperimentOptions, run_experiment
+    from cosingan_monai.pipeline.run_folder import RunFolderError
 
     command = "cosingan-monai " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     opts = ExperimentOptions(dataset, out, k, preset, seeds, test, resume, force, command, strong_aug)

@@ -7,7 +7,9 @@ from typing import Any
 
 import click
 
-from cosingan_monai.io import LABEL_MEANING, CaseError, find_label, load_case, summarize
+from cosingan_monai.core.errors import CaseError
+from cosingan_monai.data.cases import summarize
+from cosingan_monai.data.io import LABEL_MEANING, find_label, load_case
 
 
 def _runs(runs: list[list[int]] | None) -> str:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from cosingan_monai.io import CaseError
-from cosingan_monai.label_app import DEFAULT_PORT, build_label_app, describe
+from cosingan_monai.core.errors import CaseError
+from cosingan_monai.label.app_builder import DEFAULT_PORT, build_label_app, describe
 
 
 @click.command("label-app")

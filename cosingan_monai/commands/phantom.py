@@ -25,7 +25,7 @@ PROGRESS_MIN_CASES = 4  # show a progress bar (stderr) only when a run is long e
 )
 def phantom(out_dir: Path, cases: int, seed: int, size: int, slices: int, healthy_fraction: float) -> None:
     """Synthetic chest CT volumes (NIfTI, HU) with lung and COVID-like infection labels; existing cases are kept."""
-    from cosingan_monai.phantom import write_phantom_dataset
+    from cosingan_monai.phantom.generator import write_phantom_dataset
 
     # disable=None: tqdm hides the bar when stderr is not a terminal (logs, CI), keeping output clean
     bar = tqdm(total=cases, unit="case", disable=True if cases < PROGRESS_MIN_CASES else None, leave=False)

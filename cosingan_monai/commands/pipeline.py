@@ -8,7 +8,8 @@ from pathlib import Path
 
 import click
 
-PRESETS = ("test", "demo", "full")
+from cosingan_monai.core.constants import PRESETS
+
 EXISTING = click.Path(exists=True, path_type=Path)
 
 
@@ -60,9 +61,9 @@ def pipeline(
     force: bool,
 ) -> None:
     """Train CoSinGAN on one case, synthesize data, train the classifier and 2D/3D segmenters, evaluate, report."""
-    from cosingan_monai.io import CaseError
-    from cosingan_monai.pipeline import PipelineOptions, run_pipeline
-    from cosingan_monai.run_folder import RunFolderError
+    from cosingan_monai.core.errors import CaseError
+    from cosingan_monai.pipeline.pipeline import PipelineOptions, run_pipeline
+    from cosingan_monai.pipeline.run_folder import RunFolderError
 
     command = "cosingan-monai " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     options = PipelineOptions(

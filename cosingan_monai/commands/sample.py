@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from cosingan_monai.core.constants import PRESETS
+
 
 @click.command("sample")
 @click.option(
@@ -29,7 +31,7 @@ import click
     show_default=True,
     help="Run folder; data goes to OUT/synthetic.",
 )
-@click.option("--preset", type=click.Choice(["test", "demo", "full"]), default="demo", show_default=True)
+@click.option("--preset", type=click.Choice(PRESETS), default="demo", show_default=True)
 @click.option("-n", "--samples-per-condition", type=int, default=None, help="Slices per condition (default: preset).")
 @click.option(
     "--volume-label",
@@ -60,7 +62,7 @@ def sample(
     threads: int | None,
 ) -> None:
     """Write OUT/synthetic: images/, labels/, previews/, datalist.json, datalist_cls.json [+ volumes/, 3D list]."""
-    from cosingan_monai import bundles
+    from cosingan_monai.pipeline import bundle_runner as bundles
 
     if conditions is None and n_volumes == 0:
         raise click.UsageError("give --conditions and/or --volumes with --volume-label")

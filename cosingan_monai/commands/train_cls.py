@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from cosingan_monai.commands.train_seg import downstream_options, run_command
+from cosingan_monai.commands.options import downstream_options, run_command
 
 
 @click.command("train-cls")

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from cosingan_monai.core.constants import PRESETS
+
 
 def _slice(value: str) -> int | str:
     """--slice: an integer index or 'auto'."""
@@ -34,7 +36,7 @@ def _slice(value: str) -> int | str:
     show_default=True,
     help="Axial slice index, or 'auto' (infected + healthy lung).",
 )
-@click.option("--preset", type=click.Choice(["test", "demo", "full"]), default="demo", show_default=True)
+@click.option("--preset", type=click.Choice(PRESETS), default="demo", show_default=True)
 @click.option(
     "--out",
     type=click.Path(path_type=Path),
@@ -49,8 +51,9 @@ def train_gan(
     case: Path, label: Path | None, slice_: str, preset: str, out: Path, resume: bool, seed: int, threads: int | None
 ) -> None:
     """Train the CoSinGAN pyramid on one slice; writes OUT/bundles/cosingan_train/models/model.pt."""
-    from cosingan_monai import bundles
-    from cosingan_monai.io import CaseError, load_case
+    from cosingan_monai.core.errors import CaseError
+    from cosingan_monai.data.io import load_case
+    from cosingan_monai.pipeline import bundle_runner as bundles
 
     try:
         load_case(case, label)  # validate before copying anything

@@ -9,6 +9,8 @@ import torch
 from ignite.engine import Engine, Events
 from scipy import ndimage as ndi
 
+from cosingan_monai.data.io import ras_to_display
+
 LUNG_RGB = (60, 220, 90)
 LESION_RGB = (240, 60, 60)
 
@@ -21,8 +23,6 @@ def outline(mask: np.ndarray) -> np.ndarray:
 
 def render_tile(unit: np.ndarray, cond: np.ndarray | None = None) -> np.ndarray:
     """A RAS (x, y) slice in [-1, 1] as an RGB display tile (radiological view), lung/lesion outlines drawn on it."""
-    from cosingan_monai.io import ras_to_display
-
     gray = ras_to_display(np.clip((np.asarray(unit, np.float32) + 1.0) * 127.5, 0, 255).astype(np.uint8))
     rgb = np.repeat(gray[..., None], 3, axis=2)
     if cond is not None:

@@ -13,9 +13,9 @@ from collections.abc import Callable, Iterator, Sequence
 
 import torch
 
-from cosingan_monai.augment import HierarchicalAugment
-from cosingan_monai.engines.amp import amp_policy
-from cosingan_monai.losses import MixedReconstructionLoss, critic_loss, generator_adv_loss, gradient_penalty
+from cosingan_monai.core.amp import amp_policy
+from cosingan_monai.engines.augment import HierarchicalAugment
+from cosingan_monai.engines.losses import MixedReconstructionLoss, critic_loss, generator_adv_loss, gradient_penalty
 from cosingan_monai.networks.critic import PatchCritic
 from cosingan_monai.networks.pyramid import CoSinGAN, resize, upsample
 

@@ -20,11 +20,14 @@ import torch.nn.functional as F
 from ignite.engine import Events
 from monai.engines import Evaluator
 
-from cosingan_monai.io import NIFTI_SUFFIXES, CaseError, ras_to_display, save_nifti, save_png, slice_affine
+from cosingan_monai.core.constants import INFECTION
+from cosingan_monai.core.errors import CaseError
+from cosingan_monai.data.conditions import remove_lesions
+from cosingan_monai.data.datalists import split_items, write_datalist
+from cosingan_monai.data.io import NIFTI_SUFFIXES, hu_to_windowed, ras_to_display, save_nifti, save_png, slice_affine
 from cosingan_monai.networks.pyramid import CoSinGAN
 
 logger = logging.getLogger("cosingan_monai.sample")
-INFECTION = 3
 
 
 # ----------------------------------------------------------------------------------------------- inputs
@@ -114,8 +117,6 @@ def build_condition_items(
     With `lesion_free_copies`, every infected condition is followed by a copy with label 3 turned into lung
     (remove_lesions): infection-free negatives for the classifier from the same anatomy.
     """
-    from cosingan_monai.conditions import remove_lesions
-
     items: list[dict[str, Any]] = []
     for entry in _entries(conditions, datalist):
         label, affine = read_label(entry["label"])
@@ -176,8 +177,6 @@ def label_on_grid(label: np.ndarray, size: Sequence[int]) -> np.ndarray:
 
 def preview(hu: np.ndarray) -> np.ndarray:
     """An HU slice (x, y) as an 8-bit radiological display image (window -1250..250)."""
-    from cosingan_monai.io import hu_to_windowed
-
     return ras_to_display(np.clip(hu_to_windowed(hu), 0, 255).round().astype(np.uint8))
 
 
@@ -294,8 +293,6 @@ class SynthesisEvaluator(Evaluator):
 
     def write_datalists(self) -> None:
         """datalist.json, datalist_cls.json and (volumes) datalist_3d.json, split per condition / per volume."""
-        from cosingan_monai.datalists import split_items, write_datalist
-
         if self.records:
             conds = sorted({str(r["condition"]) for r in self.records})
             infected = {str(r["condition"]): r["infected"] for r in self.records}

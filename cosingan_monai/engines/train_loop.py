@@ -16,12 +16,15 @@ from ignite.engine import Engine, Events
 from ignite.handlers import ProgressBar
 from monai.handlers import LrScheduleHandler, TensorBoardStatsHandler
 
-from cosingan_monai.augment import HierarchicalAugment
+from cosingan_monai.core.amp import amp_policy
+from cosingan_monai.core.files import atomic_write_path
+from cosingan_monai.data.transforms import hu_to_unit
+from cosingan_monai.engines.augment import HierarchicalAugment
 from cosingan_monai.engines.handlers import ImageGridHandler, PeriodicCheckpoint
 from cosingan_monai.engines.scale_step import AugmentedPairs, ScaleStep, build_critics
 from cosingan_monai.engines.scale_trainer import ScaleTrainer
 from cosingan_monai.networks.config import CoSinGANConfig
-from cosingan_monai.networks.pyramid import CheckpointError, CoSinGAN, torch_load_checked
+from cosingan_monai.networks.pyramid import CheckpointError, CoSinGAN, torch_load_checked, upsample
 
 CHECKPOINT_FORMAT = "cosingan-monai/checkpoint-v1"
 logger = logging.getLogger("cosingan_monai.train")
@@ -38,8 +41,6 @@ def _as_2d(x: Any, what: str) -> np.ndarray:
 
 def pair_from_item(item: dict[str, Any], config: CoSinGANConfig) -> tuple[np.ndarray, np.ndarray]:
     """(image in [-1, 1] (x, y), condition (C, x, y)) from a dataset item with "image" (HU) and "condition"."""
-    from cosingan_monai.transforms import hu_to_unit
-
     for key in ("image", "condition"):
         if key not in item:
             raise KeyError(f"training item lacks {key!r} (keys: {sorted(map(str, item))})")
@@ -51,7 +52,7 @@ def pair_from_item(item: dict[str, Any], config: CoSinGANConfig) -> tuple[np.nda
     if cond.ndim != 3 or cond.shape[1:] != image.shape:
         raise ValueError(f"condition must be (C, x, y) matching image {image.shape}, got {cond.shape}")
     if image.min() >= -1.01 and image.max() <= 1.01:
-        raise ValueError("training image looks windowed to [-1, 1] already; pass HU (HUWindowd runs inside)")
+        raise ValueError("training image looks windowed to [-1, 1] already; pass HU (hu_to_unit runs inside)")
     return hu_to_unit(image), cond[: config.cond_channels]
 
 
@@ -105,8 +106,6 @@ class MultiScaleTrainer:
 
     def save_checkpoint(self, trainer: ScaleTrainer | None, scale: int, iteration: int, scale_done: bool) -> None:
         """Write the resumable state atomically: model payload + this scale's critics, optimizers, schedulers."""
-        from cosingan_monai.io import atomic_write_path
-
         assert self.model is not None
         state: dict[str, Any] = {
             "format": CHECKPOINT_FORMAT,
@@ -254,9 +253,6 @@ class MultiScaleTrainer:
     @torch.no_grad()
     def _rec_rmse(self, scale: int) -> float:
         """RMSE between the real slice at `scale` and the upsampled reconstruction of the coarser scales."""
-        from cosingan_monai.engines.amp import amp_policy
-        from cosingan_monai.networks.pyramid import upsample
-
         m = self.model
         assert m is not None
         imgs, conds = m.training_pyramids()
@@ -327,8 +323,6 @@ class MultiScaleTrainer:
         )
 
     def _write_stats(self) -> None:
-        from cosingan_monai.io import atomic_write_path
-
         with atomic_write_path(self.output_dir / "train_stats.json") as tmp:
             tmp.write_text(json.dumps({"scales": self.stats}, indent=1))
 

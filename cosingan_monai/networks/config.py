@@ -1,4 +1,4 @@
-"""Every CoSinGAN design choice as one flat, serialisable config (DESIGN.md "CoSinGAN as we build it").
+"""Every CoSinGAN design choice as one flat, serialisable config (docs/design.md).
 
 Flat primitives only, so the config travels inside the model file and loads with torch.load(weights_only=True),
 and bundle presets can override any field as `config#<field>`.

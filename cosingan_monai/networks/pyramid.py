@@ -12,6 +12,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from cosingan_monai.core.amp import amp_policy
+from cosingan_monai.core.files import atomic_write_path
+from cosingan_monai.data.lungmask import body_from_lungs
+from cosingan_monai.data.transforms import label_to_condition, pyramid_sizes, unit_to_hu
 from cosingan_monai.networks.config import CoSinGANConfig
 from cosingan_monai.networks.generator import ScaleGenerator
 
@@ -96,8 +100,6 @@ class CoSinGAN(nn.Module):
         cls, image_unit: np.ndarray | torch.Tensor, condition: np.ndarray | torch.Tensor, config: CoSinGANConfig
     ) -> CoSinGAN:
         """A fresh (untrained) model for one slice: image (x, y) in [-1, 1], condition (C, x, y)."""
-        from cosingan_monai.transforms import pyramid_sizes
-
         img = torch.as_tensor(np.asarray(image_unit), dtype=torch.float32)
         cond = torch.as_tensor(np.asarray(condition), dtype=torch.float32)
         if img.ndim != 2:
@@ -230,9 +232,6 @@ class CoSinGAN(nn.Module):
         spacing: Sequence[float] | None = None,
     ) -> torch.Tensor:
         """A 2D label map (x, y) or condition (C, x, y) -> this model's condition (C, x, y) float32 tensor."""
-        from cosingan_monai.lungmask import body_from_lungs
-        from cosingan_monai.transforms import label_to_condition
-
         src = condition_or_label
         arr = np.asarray(src.detach().cpu() if torch.is_tensor(src) else src)
         want = self.config.cond_channels
@@ -273,8 +272,6 @@ class CoSinGAN(nn.Module):
 
         Output is on the model's finest grid (or `size`, stretching the pyramid); `to_hu` converts to HU.
         """
-        from cosingan_monai.engines.amp import amp_policy
-
         cond = self.to_condition(condition_or_label, body, spacing)[None].expand(n, -1, -1, -1)
         conds = self.condition_pyramid(cond, size)
         gen = torch.Generator(device=self.device).manual_seed(int(seed))
@@ -296,9 +293,6 @@ class CoSinGAN(nn.Module):
         Noise follows an AR(1) process along z per scale (correlation volume_rho_coarse at the coarsest scale down
         to volume_rho_fine at the finest), so neighbouring slices share layout and the volume is coherent.
         """
-        from cosingan_monai.engines.amp import amp_policy
-        from cosingan_monai.lungmask import body_from_lungs
-
         lab = np.asarray(label_volume)
         if lab.ndim != 3:
             raise ValueError(f"label volume must be (x, y, z), got shape {lab.shape}")
@@ -342,8 +336,6 @@ class CoSinGAN(nn.Module):
     @staticmethod
     def to_hu(x: torch.Tensor) -> torch.Tensor:
         """Network units [-1, 1] -> HU (window [-1250, 250])."""
-        from cosingan_monai.transforms import unit_to_hu
-
         return unit_to_hu(x.float().clamp(-1.0, 1.0))
 
     # ------------------------------------------------------------------------------------------- persistence
@@ -380,8 +372,6 @@ class CoSinGAN(nn.Module):
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the model as ONE file atomically (temp file + os.replace)."""
-        from cosingan_monai.io import atomic_write_path
-
         with atomic_write_path(path) as tmp:
             torch.save(self.payload(), tmp)
         return Path(path)

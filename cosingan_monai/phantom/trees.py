@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cosingan_monai.phantom_anatomy import HILUM_X, Grid, Scene, Tissue
+from cosingan_monai.phantom.anatomy import HILUM_X, Grid, Scene, Tissue
 
 Segment = tuple[np.ndarray, np.ndarray, float]  # p0 (mm), p1 (mm), radius (mm)
 MAX_BRANCHES = 1500  # per tree; breadth-first growth, so the cap trims the finest generation evenly

@@ -1,4 +1,4 @@
-"""MONAI dictionary transforms for CoSinGAN: HU window, label -> condition, automatic lungs, slice choice, pyramid.
+"""MONAI dictionary transforms for CoSinGAN: HU <-> network range, label -> condition, slice choice, pyramid sizes.
 
 All arrays are RAS (x, y[, z]) and channel-less unless a name says otherwise (CONVENTIONS.md).
 """
@@ -6,19 +6,18 @@ All arrays are RAS (x, y[, z]) and channel-less unless a name says otherwise (CO
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Mapping
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from monai.config import KeysCollection
 from monai.data import MetaTensor
-from monai.transforms import MapTransform, ScaleIntensityRanged
-from monai.utils import convert_to_dst_type, ensure_tuple_rep
+from monai.transforms import MapTransform
+from monai.utils import convert_to_dst_type
 
-from cosingan_monai.io import WINDOW_HU, windowed_to_hu
-from cosingan_monai.lungmask import auto_lung_mask, body_from_lungs, body_mask
+from cosingan_monai.core.constants import WINDOW_HU
+from cosingan_monai.data.lungmask import body_from_lungs, body_mask
 
 HU_MIN, HU_MAX = WINDOW_HU  # the network window (CONVENTIONS.md); 0-255 PNG exports use the same window
 
@@ -36,34 +35,6 @@ def hu_to_unit(x: Any, clip: bool = True) -> Any:
 def unit_to_hu(x: Any) -> Any:
     """Network range [-1, 1] -> HU, the inverse of hu_to_unit (for writing synthetic images back in HU)."""
     return (x + 1.0) / 2.0 * (HU_MAX - HU_MIN) + HU_MIN
-
-
-class HUWindowd(ScaleIntensityRanged):
-    """Window HU to [-1, 1] with the project's defaults (stock ScaleIntensityRanged underneath)."""
-
-    def __init__(
-        self,
-        keys: KeysCollection,
-        a_min: float = HU_MIN,
-        a_max: float = HU_MAX,
-        b_min: float = -1.0,
-        b_max: float = 1.0,
-        clip: bool = True,
-        allow_missing_keys: bool = False,
-    ) -> None:
-        super().__init__(keys, a_min, a_max, b_min, b_max, clip=clip, allow_missing_keys=allow_missing_keys)
-
-
-class WindowedToHUd(MapTransform):
-    """Map images already windowed to 0-255 (PNG exports) to float32 HU: 0 -> -1250, 255 -> 250."""
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            x = d[key]
-            x = x.float() if isinstance(x, torch.Tensor) else np.asarray(x, dtype=np.float32)
-            d[key] = windowed_to_hu(x)
-        return d
 
 
 # ----------------------------------------------------------------------------------------------- labels
@@ -99,7 +70,7 @@ def _check_hu(image: np.ndarray, what: str) -> None:
     if lo >= -1.5 and hi <= 1.5:
         raise ValueError(f"{what}: image range [{lo:.2f}, {hi:.2f}] looks windowed to [-1, 1]; pass HU instead")
     if lo >= 0.0 and hi <= 255.0:
-        raise ValueError(f"{what}: image range [{lo:.0f}, {hi:.0f}] looks 0-255 windowed; apply WindowedToHUd first")
+        raise ValueError(f"{what}: image range [{lo:.0f}, {hi:.0f}] looks 0-255 windowed; use io.windowed_to_hu first")
 
 
 class LabelToConditiond(MapTransform):
@@ -133,53 +104,6 @@ class LabelToConditiond(MapTransform):
             d[self.condition_key] = (
                 convert_to_dst_type(cond, d[key], dtype=torch.float32)[0] if isinstance(d[key], torch.Tensor) else cond
             )
-        return d
-
-
-class InfectionOnlyToLabelsd(MapTransform):
-    """MedSeg infection-only mask (1 = infection) + HU image -> labels 1 left, 2 right lung, 3 infection."""
-
-    def __init__(self, keys: KeysCollection = "label", image_key: str = "image", allow_missing_keys: bool = False):
-        super().__init__(keys, allow_missing_keys)
-        self.image_key = image_key
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            if self.image_key not in d:
-                raise KeyError(f"InfectionOnlyToLabelsd needs the HU image under {self.image_key!r}")
-            inf = _np(d[key])
-            values = set(np.unique(inf).tolist())
-            if not values <= {0, 1} and not values <= {0, 255}:
-                raise ValueError(f"{key!r} is not an infection-only mask: values {sorted(values)[:8]} (want 0/1)")
-            hu = _np(d[self.image_key])
-            _check_hu(hu, f"InfectionOnlyToLabelsd[{self.image_key!r}]")
-            if hu.shape != inf.shape:
-                raise ValueError(f"image shape {hu.shape} does not match mask shape {inf.shape}")
-            # infection is lung by definition: it joins the nearer lung before hole filling, then becomes label 3
-            lab = auto_lung_mask(hu, spacing=_spacing_of(d[self.image_key]), include=inf > 0)
-            lab[inf > 0] = 3
-            d[key] = convert_to_dst_type(lab, d[key], dtype=torch.uint8)[0] if isinstance(d[key], torch.Tensor) else lab
-        return d
-
-
-class AutoLungMaskd(MapTransform):
-    """Create a lung label map (1 left, 2 right) from the HU image under `image_key` where `keys` is missing/None."""
-
-    def __init__(self, keys: KeysCollection = "label", image_key: str = "image", allow_missing_keys: bool = True):
-        super().__init__(keys, allow_missing_keys)
-        self.image_key = image_key
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        for key in self.keys:
-            if d.get(key) is not None:
-                continue
-            img = d[self.image_key]
-            hu = _np(img)
-            _check_hu(hu, f"AutoLungMaskd[{self.image_key!r}]")
-            lab = auto_lung_mask(hu, spacing=_spacing_of(img))
-            d[key] = convert_to_dst_type(lab, img, dtype=torch.uint8)[0] if isinstance(img, torch.Tensor) else lab
         return d
 
 
@@ -240,9 +164,6 @@ def take_slice(x: Any, z: int) -> Any:
     return out
 
 
-_take_slice = take_slice  # the name the cosingan_train bundle scripts import
-
-
 class SelectSlicesd(MapTransform):
     """Replace 3D (x, y, z) `keys` by the 2D slice(s) picked by select_slices on `label_key` (list of dicts if k>1)."""
 
@@ -298,59 +219,3 @@ def pyramid_sizes(
         return max(1, math.floor(v + 0.5))
 
     return [(rnd(fx * scale_factor ** (n - i)), rnd(fy * scale_factor ** (n - i))) for i in range(n + 1)]
-
-
-def make_pyramid(x: torch.Tensor, sizes: Sequence[tuple[int, int]], mode: str = "area") -> list[torch.Tensor]:
-    """Resize (C, H, W) or (B, C, H, W) to every size, coarsest first.
-
-    "area" (box average) keeps fractional masks in [0, 1] with their area fraction, so use it for conditions;
-    "bilinear"/"bicubic" are antialiased for images. Hand-rolled on F.interpolate because MONAI's Resize takes no
-    batch axis.
-    """
-    t = torch.as_tensor(x)
-    if isinstance(t, MetaTensor):
-        t = t.as_tensor()
-    if t.ndim not in (3, 4):
-        raise ValueError(f"make_pyramid wants (C, H, W) or (B, C, H, W), got shape {tuple(t.shape)}")
-    batched = t.ndim == 4
-    b = t if batched else t[None]
-    b = b.float()
-    out = []
-    for size in sizes:
-        size = (int(size[0]), int(size[1]))
-        if mode == "area":
-            r = F.interpolate(b, size=size, mode="area")
-        elif mode in ("bilinear", "bicubic"):
-            r = F.interpolate(b, size=size, mode=mode, align_corners=False, antialias=True)
-        elif mode == "nearest":
-            r = F.interpolate(b, size=size, mode="nearest-exact")
-        else:
-            raise ValueError(f"unknown pyramid mode {mode!r} (area, bilinear, bicubic, nearest)")
-        out.append(r if batched else r[0])
-    return out
-
-
-class ConditionPyramidd(MapTransform):
-    """Add "<key>_pyramid" (list, coarsest first) for each 2D key; (H, W) inputs get a channel axis first."""
-
-    def __init__(
-        self,
-        keys: KeysCollection = ("image", "condition"),
-        sizes: Sequence[tuple[int, int]] = (),
-        mode: str | Sequence[str] = ("bilinear", "area"),
-        allow_missing_keys: bool = False,
-    ) -> None:
-        super().__init__(keys, allow_missing_keys)
-        if not sizes:
-            raise ValueError("ConditionPyramidd needs sizes (see pyramid_sizes)")
-        self.sizes = [tuple(s) for s in sizes]
-        self.mode = ensure_tuple_rep(mode, len(self.keys))
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        for key, mode in self.key_iterator(d, self.mode):
-            x = torch.as_tensor(_np(d[key]) if not isinstance(d[key], torch.Tensor) else d[key])
-            if x.ndim == 2:
-                x = x[None]
-            d[f"{key}_pyramid"] = make_pyramid(x, self.sizes, mode)
-        return d

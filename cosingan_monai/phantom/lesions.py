@@ -12,7 +12,7 @@ import math
 import numpy as np
 from scipy import ndimage
 
-from cosingan_monai.phantom_anatomy import Scene, Tissue, smoothstep
+from cosingan_monai.phantom.anatomy import Scene, Tissue, smoothstep
 
 MIN_BURDEN, MAX_BURDEN = 0.01, 0.3  # target infected share of the lung, drawn log-uniformly
 MAX_LESIONS = 24

@@ -9,9 +9,9 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from cosingan_monai.figures import curves, read_scalars, slice_grid
-from cosingan_monai.io import atomic_write_path
-from cosingan_monai.run_folder import RunFolder
+from cosingan_monai.core.files import atomic_write_path
+from cosingan_monai.pipeline.figures import curves, read_scalars, slice_grid
+from cosingan_monai.pipeline.run_folder import RunFolder
 
 #: TensorBoard tags worth a curve in the report (substring match); the GAN logs many more per scale.
 CURVE_TAGS = ("loss", "dice", "auc", "acc", "rec")

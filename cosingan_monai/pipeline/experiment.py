@@ -14,22 +14,23 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from cosingan_monai.conditions import build_conditions
-from cosingan_monai.datalists import prepare_any
-from cosingan_monai.io import save_nifti
-from cosingan_monai.lungmask import body_from_lungs, body_mask
-from cosingan_monai.painted_control import RegionStats, paint, region_stats
-from cosingan_monai.pipeline import (
+from cosingan_monai.core.files import write_json
+from cosingan_monai.data.conditions import build_conditions
+from cosingan_monai.data.datalists import prepare_any
+from cosingan_monai.data.io import save_nifti
+from cosingan_monai.data.lungmask import body_from_lungs, body_mask
+from cosingan_monai.engines.synthesis import build_condition_items
+from cosingan_monai.pipeline.downstream import evaluate_bundle, train_bundle
+from cosingan_monai.pipeline.painted_control import RegionStats, paint, region_stats
+from cosingan_monai.pipeline.pipeline import (
     PIPELINE_PRESETS,
-    _stage,
-    evaluate_bundle,
+    pipeline_epochs,
     real_slice_datalist,
     synthesize,
-    train_downstream,
     train_gans,
 )
-from cosingan_monai.run_folder import RunFolder, write_json
-from cosingan_monai.stage_lanes import plan_stages
+from cosingan_monai.pipeline.run_folder import RunFolder, run_stage
+from cosingan_monai.pipeline.stage_lanes import plan_stages
 
 Echo = Callable[[str], None]
 #: the held-out split used when no --test set is given
@@ -125,8 +126,6 @@ def write_painted(
     `mirror` is arm b's datalist: every one of its entries (training and validation, lesion-free copies included)
     is painted from the condition it was sampled for, so both arms see the same masks, splits and step counts.
     """
-    from cosingan_monai.engines.synthesis import build_condition_items
-
     all_stats = [
         region_stats(_load2d(s["image"]), _load2d(s["label"]), body_mask(_load2d(s["image"]).astype(np.float32)))
         for s in slices
@@ -193,7 +192,7 @@ def run_experiment(opts: ExperimentOptions, echo: Echo = print) -> str:
     run = RunFolder(opts.out, resume=opts.resume, force=opts.force, command=opts.command)
     sizes = PIPELINE_PRESETS[opts.preset]
     data = run.root / "data"
-    real = _stage(run, "prepare_real", echo, lambda r: r.outputs.update(prepare_real(opts, data)))["outputs"]
+    real = run_stage(run, "prepare_real", echo, lambda r: r.outputs.update(prepare_real(opts, data)))["outputs"]
     write_json(run.root / "split.json", {"train": [e["image"] for e in real["train"]], "test": real["test_seg"]})
     results: dict[str, dict[str, list[float]]] = {arm: {} for arm in ARMS}
     per_seed: list[dict[str, Any]] = []
@@ -212,7 +211,7 @@ def run_experiment(opts: ExperimentOptions, echo: Echo = print) -> str:
             r.outputs["seg"], r.outputs["cls"] = str(syn / "datalist.json"), str(syn / "datalist_cls.json")
 
         synthesis = f"seed{seed}_b_synthesis"
-        b = _stage(run, synthesis, echo, arm_b, after=("prepare_real",))["outputs"]
+        b = run_stage(run, synthesis, echo, arm_b, after=("prepare_real",))["outputs"]
         n_train = len(json.loads(Path(b["seg"]).read_text())["training"])
         lists = {
             "a_real_k_strong_aug": {"seg": real_slice_datalist(slices, n_train, root / "a" / "datalist.json")},
@@ -224,15 +223,31 @@ def run_experiment(opts: ExperimentOptions, echo: Echo = print) -> str:
 
             def train_eval(r: Any, arm: str = arm, datalists: dict = datalists, root: Path = root, seed: int = seed):
                 extra = {"strong_aug": opts.strong_aug or arm.startswith("a_"), "seed": seed}
-                seg = train_downstream("covid_seg_2d", datalists["seg"], root / arm, opts.preset, **extra)
+                seg = train_bundle(
+                    "covid_seg_2d",
+                    datalists["seg"],
+                    root / arm,
+                    opts.preset,
+                    **extra,
+                    **pipeline_epochs("covid_seg_2d", opts.preset),
+                )
                 r.metrics.update(evaluate_bundle(seg, real["test_seg"], root / arm / "eval_seg", opts.preset))
                 if "cls" in datalists and not skip_cls:
-                    cls = train_downstream("covid_slice_classifier", datalists["cls"], root / arm, opts.preset, **extra)
+                    cls = train_bundle(
+                        "covid_slice_classifier",
+                        datalists["cls"],
+                        root / arm,
+                        opts.preset,
+                        **extra,
+                        **pipeline_epochs("covid_slice_classifier", opts.preset),
+                    )
                     auc = evaluate_bundle(cls, real["test_cls"], root / arm / "eval_cls", opts.preset).get("val_auc")
                     r.metrics["cls_auc"] = auc
 
             # arms depend only on the real split and their seed's synthesis, so --resume redoes no other seed
-            metrics = _stage(run, f"seed{seed}_{arm}", echo, train_eval, after=("prepare_real", synthesis))["metrics"]
+            metrics = run_stage(run, f"seed{seed}_{arm}", echo, train_eval, after=("prepare_real", synthesis))[
+                "metrics"
+            ]
             for key, value in metrics.items():
                 if isinstance(value, (int, float)) and np.isfinite(value):
                     results[arm].setdefault(key, []).append(float(value))

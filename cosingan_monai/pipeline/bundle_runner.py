@@ -20,10 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cosingan_monai.io import CaseError, atomic_write_path
+from cosingan_monai.core.constants import PRESETS
+from cosingan_monai.core.errors import CaseError
+from cosingan_monai.core.files import atomic_write_path, read_json
 
 #: the repository's bundles/ folder (bundles are data, not Python: they are not part of the package).
-BUNDLES_DIR = Path(__file__).resolve().parents[1] / "bundles"
+BUNDLES_DIR = Path(__file__).resolve().parents[2] / "bundles"
 #: workflow -> config files (relative to BUNDLE/configs) merged in this order before the preset and overrides.
 WORKFLOWS: dict[str, tuple[str, ...]] = {
     "train": ("train.json",),
@@ -39,7 +41,6 @@ WORKFLOW_TYPES: dict[str, str | None] = {
     "inference": "infer",
     "multi_gpu_train": "train",
 }
-PRESETS: tuple[str, ...] = ("test", "demo", "full")
 #: folders a copy never takes from the source bundle (results of earlier runs).
 _RUN_OUTPUTS = ("models", "eval", "logs", "__pycache__")
 
@@ -83,14 +84,6 @@ def copy_bundle(name: str, dest_root: str | os.PathLike[str], suffix: str = "") 
     shutil.copytree(src, tmp, ignore=ignore)
     os.replace(tmp, dest)
     return dest
-
-
-def read_json(path: Path) -> Any:
-    """Parse a JSON file; CaseError names the file when it is missing or malformed."""
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise CaseError(path, f"not readable JSON ({exc})") from exc
 
 
 def config_files(bundle: str | os.PathLike[str], workflow: str) -> list[Path]:

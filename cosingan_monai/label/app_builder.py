@@ -1,6 +1,6 @@
 """Build a MONAI Label app folder that serves a pipeline run's trained segmenters (issue #6).
 
-APP/main.py is `label_server_app.py`; APP/model/<bundle>_segmentation/ holds each bundle with its preset baked into
+APP/main.py is `label/template/main.py`; APP/model/<bundle>_segmentation/ holds each bundle with its preset baked into
 inference.json/train.json (MONAI Label reads those two files alone, never the preset overlays); APP/studies/ holds
 the CT volumes (HU, RAS) with labels in the app's convention, 0 background, 1 lung, 2 infection, which is what the
 models return and what 3D Slicer saves back.
@@ -8,7 +8,6 @@ models return and what 3D Slicer saves back.
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import shutil
@@ -19,8 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from cosingan_monai.bundles import read_json
-from cosingan_monai.io import NIFTI_SUFFIXES, CaseError, atomic_write_path, find_label, load_case, save_nifti
+from cosingan_monai.core.errors import CaseError
+from cosingan_monai.core.files import atomic_write_path, read_json, write_json
+from cosingan_monai.data.cases import label_map
+from cosingan_monai.data.io import NIFTI_SUFFIXES, find_label, load_case, save_nifti
+from cosingan_monai.phantom.generator import write_phantom_dataset
 
 SEG_BUNDLES: tuple[str, ...] = ("covid_seg_2d", "covid_seg_3d")
 #: label name -> value in the app (the bundles' metadata channel_def); studies/labels/final use these values.
@@ -93,7 +95,7 @@ class LabelApp:
 
 def default_label_python() -> str | None:
     """The repo's .venv-label/bin/python when `make label-venv` built it, else None (use `monailabel` on PATH)."""
-    exe = Path(__file__).resolve().parents[1] / ".venv-label" / "bin" / "python"
+    exe = Path(__file__).resolve().parents[2] / ".venv-label" / "bin" / "python"
     return str(exe) if exe.is_file() else None
 
 
@@ -254,12 +256,6 @@ def _patch_label_maps(node: Any, patched: list[str], where: str = "") -> None:
             _patch_label_maps(value, patched, f"{where}#{i}")
 
 
-def _write_json(path: Path, payload: Any) -> None:
-    """Write JSON atomically."""
-    with atomic_write_path(path) as tmp:
-        tmp.write_text(json.dumps(payload, indent=2) + "\n")
-
-
 def _copy_file(src: Path, dst: Path) -> None:
     """Copy one file atomically (temp + rename), creating the destination folder."""
     dst.parent.mkdir(parents=True, exist_ok=True)
@@ -279,7 +275,7 @@ def write_app_bundle(src: Path, dst: Path, settings: BundleSettings) -> dict[str
             if path.name == "train.json":
                 patched[path.name] = []
                 _patch_label_maps(config, patched[path.name])
-            _write_json(dst / "configs" / path.name, config)
+            write_json(dst / "configs" / path.name, config)
         else:
             _copy_file(path, dst / "configs" / path.name)
     _copy_file(src / "models" / "model.pt", dst / "models" / "model.pt")
@@ -349,11 +345,11 @@ def write_studies(studies: Path, cases: Sequence[tuple[Path, Path | None]]) -> t
         case = load_case(image, label)
         hu = np.clip(np.rint(case.hu()), -32768, 32767).astype(np.int16)
         save_nifti(hu, case.affine, studies / f"{name}.nii.gz", dtype=np.int16)
-        label_map = case.label_map()
-        if label_map is None:
+        labels = label_map(case)
+        if labels is None:
             unlabeled.append(name)
             continue
-        save_nifti(to_app_labels(label_map), case.affine, studies / "labels" / "final" / f"{name}.nii.gz")
+        save_nifti(to_app_labels(labels), case.affine, studies / "labels" / "final" / f"{name}.nii.gz")
         labeled.append(name)
     return labeled, unlabeled
 
@@ -362,8 +358,6 @@ def phantom_cases(
     folder: Path, cases: int, labeled: int, seed: int, size: int, slices: int
 ) -> list[tuple[Path, Path | None]]:
     """Write phantom volumes (COVID-19-CT-Seg layout) to `folder`; the first `labeled` keep their labels."""
-    from cosingan_monai.phantom import write_phantom_dataset
-
     if not 0 <= labeled <= cases:
         raise ValueError(f"labeled must be within 0..cases ({cases}), got {labeled}")
     written = write_phantom_dataset(folder, cases, seed, size=size, slices=slices, healthy_fraction=0.0)
@@ -410,13 +404,13 @@ def build_label_app(
         for name, path in sources_by_name.items():
             model = app_model_name(name)
             provenance[model] = write_app_bundle(path, tmp / "model" / model, settings[name])
-        _copy_file(Path(__file__).with_name("label_server_app.py"), tmp / "main.py")
+        _copy_file(Path(__file__).with_name("template") / "main.py", tmp / "main.py")
         if studies is not None:
             sources = scan_studies(studies)
         else:
             sources = phantom_cases(tmp / "phantom", cases, labeled, seed, size, slices)
         have, lack = write_studies(tmp / "studies", sources)
-        _write_json(
+        write_json(
             tmp / "label_app.json",
             {
                 "run": str(Path(run_dir).resolve()),

@@ -13,8 +13,11 @@ import numpy as np
 import torch
 from monai.transforms import Compose, Rand2DElasticd, RandAffined, RandFlipd
 
+from cosingan_monai.core.constants import INFECTION
+from cosingan_monai.core.constants import LEFT_LUNG as LEFT
+from cosingan_monai.core.constants import RIGHT_LUNG as RIGHT
+
 #: Label values of the COVID-19-CT-Seg convention.
-LEFT, RIGHT, INFECTION = 1, 2, 3
 
 
 @dataclass

@@ -6,25 +6,18 @@ import contextlib
 import json
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cosingan_monai.io import atomic_write_path
+from cosingan_monai.core.files import write_json
 
 RUN_MARKER = "run.json"
 
 
 class RunFolderError(RuntimeError):
     """The run folder cannot be used as asked (exists without --resume/--force, or is not a run folder)."""
-
-
-def write_json(path: Path, payload: Any) -> Path:
-    """Write JSON atomically (temp file + rename), so a reader never sees half a file."""
-    with atomic_write_path(path) as tmp:
-        tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
-    return path
 
 
 @dataclass
@@ -99,3 +92,29 @@ class RunFolder:
         self.timings[name] = wall
         self.finish(name, result, wall)
         echo(f"[{name}] done in {wall:.1f} s")
+
+
+def run_stage(
+    run: RunFolder,
+    name: str,
+    echo: Callable[[str], None],
+    body: Callable[[Any], None],
+    after: tuple[str, ...] | None = None,
+) -> dict[str, Any]:
+    """Run `body(result)` as stage `name` unless it finished before; return the stage's manifest.
+
+    A finished stage is trusted only while the stages it depends on were trusted too: once one of them runs again,
+    its outputs are new, so this stage runs again as well. `after` names those stages; None means every stage
+    before it (the pipeline's linear chain).
+    """
+    done = run.manifest(name)
+    stale = bool(run.ran & set(after)) if after is not None else bool(run.rerun_from)
+    if done is not None and not stale:
+        echo(f"[{name}] already finished ({done['wall_s']} s), skipped")
+        return done
+    run.rerun_from = run.rerun_from or name
+    with run.stage(name, echo=echo) as result:
+        body(result)
+    manifest = run.manifest(name)
+    assert manifest is not None
+    return manifest

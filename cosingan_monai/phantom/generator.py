@@ -17,7 +17,9 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from cosingan_monai.phantom_anatomy import (
+from cosingan_monai.core.constants import INFECTION, LEFT_LUNG, RIGHT_LUNG
+from cosingan_monai.data.io import save_nifti
+from cosingan_monai.phantom.anatomy import (
     Grid,
     Scene,
     Tissue,
@@ -31,12 +33,11 @@ from cosingan_monai.phantom_anatomy import (
     sample_anatomy,
     smooth_field,
 )
-from cosingan_monai.phantom_lesions import add_lesions
-from cosingan_monai.phantom_trees import paint_lumens, paint_trees
+from cosingan_monai.phantom.lesions import add_lesions
+from cosingan_monai.phantom.trees import paint_lumens, paint_trees
 
 __all__ = ["PhantomCase", "Tissue", "make_phantom_case", "write_phantom_dataset"]
 
-LEFT_LUNG, RIGHT_LUNG, INFECTION = 1, 2, 3
 IMAGE_DIR, LABEL_DIR = "COVID-19-CT-Seg_20cases", "Lung_and_Infection_Mask"
 LUNG_DIR, INFECTION_DIR = "Lung_Mask", "Infection_Mask"
 BLUR_MM = 0.9  # in-plane Gaussian sigma of the scanner's point-spread (partial volume)
@@ -121,8 +122,6 @@ def write_phantom_dataset(
     Case i uses seed + i and is healthy when `_is_healthy(i, healthy_fraction)`, so adding cases never changes
     earlier ones; cases whose four files exist are kept (resume). `on_case(i, image, label, info)` reports each case.
     """
-    from cosingan_monai.io import save_nifti
-
     if cases < 0:
         raise ValueError(f"cases must be >= 0, got {cases}")
     if not 0.0 <= healthy_fraction <= 1.0:

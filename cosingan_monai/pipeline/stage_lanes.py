@@ -1,11 +1,8 @@
 """How the pipeline spends the CPU: threads per bundle subprocess, and independent stages run side by side.
 
-Measured on the 2-core development machine (demo preset):
-- one stage alone: 2 threads train the GAN 1.5x, the classifier 1.6x and the 2D UNet 1.3x faster than 1 thread;
-- two independent stages side by side, one thread each, use both cores fully, which beats 1.3-1.6x;
-- OMP_WAIT_POLICY=PASSIVE keeps extra threads harmless when something else shares the cores: with one core busy,
-  a GAN run took 127 s with 2 spinning threads and 81 s with 2 passive ones.
-On a GPU stages run one at a time (one device) with the environment's threads.
+On a CPU, independent stages run two at a time with the cores split between them, and OMP_WAIT_POLICY=PASSIVE
+keeps extra threads from spinning; on a GPU stages run one at a time (one device) with the environment's threads.
+The measurements behind these defaults: docs/results.md "Pipeline scheduling on CPU".
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ import contextlib
 import gzip
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -17,13 +17,15 @@ from typing import Any, Literal
 import nibabel as nib
 import numpy as np
 
+from cosingan_monai.core.constants import WINDOW_HU
+from cosingan_monai.core.errors import CaseError
+from cosingan_monai.core.files import atomic_write_path
+
 IntensityKind = Literal["hu", "windowed"]
 LabelKind = Literal["lungs+infection", "infection-only"]
 
 #: PNG slices carry no geometry: assume this voxel size (mm) unless `spacing=` says otherwise.
 PNG_SPACING: tuple[float, float, float] = (0.75, 0.75, 5.0)
-#: Windowed 0-255 exports (Radiopaedia, MedSeg) map linearly onto this HU window.
-WINDOW_HU: tuple[float, float] = (-1250.0, 250.0)
 #: Image and label affines may differ by this much (mm) and still be the same grid (float32 header round-off).
 AFFINE_ATOL_MM = 1e-2
 
@@ -42,15 +44,6 @@ PNG_SUFFIXES = (".png",)
 #: Radiological display (rows towards posterior, columns towards patient left) stacked along superior.
 PNG_AXCODES: tuple[str, str, str] = ("P", "L", "S")
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
-
-
-class CaseError(ValueError):
-    """A user-supplied case file is missing, unreadable or inconsistent; str() is "<path>: <problem>"."""
-
-    def __init__(self, path: str | os.PathLike[str], problem: str) -> None:
-        self.path = Path(path)
-        self.problem = problem
-        super().__init__(f"{self.path}: {problem}")
 
 
 @dataclass
@@ -83,22 +76,6 @@ class Case:
         if self.intensity_kind == "hu":
             return self.image
         return windowed_to_hu(self.image).astype(np.float32, copy=False)
-
-    def label_map(self) -> np.ndarray | None:
-        """The label in COVID-19-CT-Seg convention (0 bg, 1 left, 2 right, 3 infection), or None without a label.
-
-        Infection-only labels become 3 on top of the automatic lung mask, as CONVENTIONS.md prescribes.
-        A lungs+infection label is returned as is (not a copy): do not modify it.
-        """
-        if self.label is None:
-            return None
-        if self.label_kind == "lungs+infection":
-            return self.label
-        from cosingan_monai.lungmask import auto_lung_mask  # lazy: lung finding is only needed here
-
-        out = np.asarray(auto_lung_mask(self.hu(), self.spacing, include=self.label == 1), dtype=np.uint8).copy()
-        out[self.label == 1] = 3
-        return out
 
 
 # ----------------------------------------------------------------------------------------------- conversions
@@ -140,22 +117,6 @@ def slice_affine(affine: np.ndarray, z: int) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------- atomic writes
-
-
-@contextlib.contextmanager
-def atomic_write_path(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temp path beside `path`; on success os.replace it onto `path`, on error delete it."""
-    final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}")
-    try:
-        yield tmp
-        if not tmp.exists():
-            raise FileNotFoundError(f"atomic write of {final}: nothing was written to {tmp}")
-        os.replace(tmp, final)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
 
 
 def save_nifti(
@@ -602,71 +563,3 @@ def find_label(image_path: str | os.PathLike[str]) -> Path | None:
         if cand.exists() and cand.resolve() != resolved:
             return cand
     return None
-
-
-# ----------------------------------------------------------------------------------------------- summarize
-
-
-def _ranges(indices: Sequence[int]) -> list[list[int]]:
-    """Compress sorted slice indices into inclusive [start, end] runs."""
-    runs: list[list[int]] = []
-    for i in indices:
-        if runs and i == runs[-1][1] + 1:
-            runs[-1][1] = int(i)
-        else:
-            runs.append([int(i), int(i)])
-    return runs
-
-
-def _slices_with(mask: np.ndarray) -> list[int]:
-    """z indices where the mask has any voxel."""
-    return np.flatnonzero(mask.any(axis=(0, 1))).tolist()
-
-
-def summarize(case: Case) -> dict[str, Any]:
-    """A JSON-ready summary of a case: geometry, intensity range, lung/infection slices and infection % of lung."""
-    img = case.image
-    p1, p50, p99 = (float(v) for v in np.percentile(img, [1, 50, 99]))
-    intensity = {"min": float(img.min()), "max": float(img.max()), "p1": p1, "p50": p50, "p99": p99}
-    summary: dict[str, Any] = {
-        "image": str(case.image_path),
-        "label": str(case.label_path) if case.label_path else None,
-        "shape": list(case.shape),
-        "spacing_mm": [round(s, 6) for s in case.spacing],
-        "spacing_source": case.spacing_source,
-        "original_orientation": "".join(case.original_axcodes),
-        "orientation": "RAS",
-        "intensity_kind": case.intensity_kind,
-        "intensity": intensity,
-        "n_slices": case.shape[2],
-        "label_kind": case.label_kind,
-        "label_values": None,
-        "lung_source": None,
-        "slices_with_lung": None,
-        "slices_with_infection": None,
-        "lung_volume_ml": None,
-        "infection_volume_ml": None,
-        "infection_percent_of_lung": None,
-        "notes": list(case.notes),
-    }
-    if case.intensity_kind == "windowed":
-        summary["intensity_hu"] = {k: float(windowed_to_hu(v)) for k, v in intensity.items()}
-    voxel_ml = float(np.prod(case.spacing)) / 1000.0
-    if case.label is None:  # show where the automatic lung mask finds lungs: what slice selection will use
-        from cosingan_monai.lungmask import auto_lung_mask
-
-        lung = np.asarray(auto_lung_mask(case.hu(), case.spacing)) > 0
-        summary["lung_source"] = "auto_lung_mask"
-    else:
-        values, counts = np.unique(case.label, return_counts=True)
-        summary["label_values"] = {str(int(v)): int(c) for v, c in zip(values, counts, strict=True)}
-        lung = case.label_map() > 0  # infection counts as lung tissue
-        summary["lung_source"] = "label" if case.label_kind == "lungs+infection" else "auto_lung_mask"
-        infection = case.label == (3 if case.label_kind == "lungs+infection" else 1)
-        n_lung, n_inf = int(lung.sum()), int(infection.sum())
-        summary["slices_with_infection"] = _ranges(_slices_with(infection))
-        summary["infection_volume_ml"] = n_inf * voxel_ml
-        summary["infection_percent_of_lung"] = 100.0 * n_inf / n_lung if n_lung else None
-    summary["slices_with_lung"] = _ranges(_slices_with(lung))
-    summary["lung_volume_ml"] = float(lung.sum()) * voxel_ml
-    return summary

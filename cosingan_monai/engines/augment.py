@@ -1,4 +1,4 @@
-"""Hierarchical data augmentation for the single training pair (DESIGN.md).
+"""Hierarchical data augmentation for the single training pair (docs/design.md).
 
 Joint geometric augmentation of image + condition (flip, zoom-out, small affine, elastic) is strongest at the
 coarsest scale (global layout) and weakest at the finest (texture), plus a global intensity/contrast jitter on the
@@ -26,6 +26,7 @@ from monai.transforms import (
     RandZoomd,
 )
 
+from cosingan_monai.data.transforms import hu_to_unit
 from cosingan_monai.networks.config import CoSinGANConfig
 
 IMAGE, COND = "image", "condition"
@@ -99,8 +100,6 @@ def air_value(image: torch.Tensor, cond: torch.Tensor, config: CoSinGANConfig) -
     Scanner padding or black PNG borders outside the body are what the GAN should paint there; a slice whose body
     fills the frame (or a model without a body channel) falls back to air at config.air_hu.
     """
-    from cosingan_monai.transforms import hu_to_unit
-
     if cond.shape[0] > 2:
         outside = cond[2] < 0.5
         if outside.float().mean() >= 0.02:

@@ -19,18 +19,13 @@ from typing import Any
 
 import numpy as np
 
-from cosingan_monai.io import (
-    NIFTI_SUFFIXES,
-    CaseError,
-    atomic_write_path,
-    find_label,
-    load_case,
-    save_nifti,
-    slice_affine,
-)
+from cosingan_monai.core.constants import INFECTION
+from cosingan_monai.core.errors import CaseError
+from cosingan_monai.core.files import atomic_write_path
+from cosingan_monai.data.cases import label_map
+from cosingan_monai.data.io import NIFTI_SUFFIXES, find_label, load_case, save_nifti, slice_affine
 
 SPLITS: tuple[str, str, str] = ("training", "validation", "test")
-INFECTION = 3
 #: image folders of the layouts `find_volume_pairs` understands, in the order they are tried.
 IMAGE_DIRS: tuple[str, ...] = ("COVID-19-CT-Seg_20cases", "images", "imagesTr")
 #: split sizes: fractions (summing to 1) or counts per split.
@@ -186,7 +181,7 @@ def prepare_volumes(
     for image, label in find_volume_pairs(root):
         case_name = _case_name(image)
         case = load_case(image, label)
-        lab = case.label_map()
+        lab = label_map(case)
         if case.intensity_kind != "hu" or case.label_kind != "lungs+infection":
             image = save_nifti(case.hu(), case.affine, out / "volumes" / "images" / f"{case_name}.nii.gz")
             label = save_nifti(lab, case.affine, out / "volumes" / "labels" / f"{case_name}.nii.gz", np.uint8)
@@ -269,7 +264,7 @@ def prepare_slices(
     for image, label in find_volume_pairs(root):
         case_name = _case_name(image)
         case = load_case(image, label)
-        hu, lab = case.hu(), case.label_map()
+        hu, lab = case.hu(), label_map(case)
         per_case[case_name] = [
             _write_slice(out, f"{case_name}_z{z:03d}", hu[..., z], lab[..., z], slice_affine(case.affine, z), min_px)
             for z in range(0, hu.shape[2], stride)
@@ -303,7 +298,7 @@ def prepare_png_slices(
     for image, mask in find_png_pairs(root):
         stem = _case_name(image)
         case = load_case(image, mask, label_kind="infection-only")
-        hu, lab = case.hu(), case.label_map()
+        hu, lab = case.hu(), label_map(case)
         if lab is None or hu.shape[2] != 1:
             raise CaseError(image, f"expected one slice with a mask, got shape {hu.shape}")
         per_slice[stem] = _write_slice(out, stem, hu[:, :, 0], lab[:, :, 0], case.affine, min_infection_px)

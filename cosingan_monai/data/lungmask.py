@@ -7,8 +7,12 @@ morphological closings use Euclidean distance transforms (linear time) instead o
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 from scipy import ndimage as ndi
+
+from cosingan_monai.core.constants import INFECTION
 
 LEFT, RIGHT = 1, 2
 
@@ -401,3 +405,16 @@ def _convex_hull_2d(mask: np.ndarray) -> np.ndarray:
     out = np.zeros_like(mask, dtype=bool)
     out[lo[0] : hi[0], lo[1] : hi[1]] = inside
     return out | mask
+
+
+def infection_to_labels(hu: np.ndarray, infection: np.ndarray, spacing: Sequence[float] | None = None) -> np.ndarray:
+    """An infection-only mask (MedSeg style) + HU image -> labels 1 left, 2 right lung, 3 infection.
+
+    Infection is lung by definition: it joins the nearer lung before hole filling, then becomes label 3.
+    """
+    inf = np.asarray(infection).astype(bool)
+    if inf.shape != np.shape(hu):
+        raise ValueError(f"image shape {np.shape(hu)} does not match mask shape {inf.shape}")
+    out = np.asarray(auto_lung_mask(hu, spacing, include=inf), dtype=np.uint8).copy()
+    out[inf] = INFECTION
+    return out

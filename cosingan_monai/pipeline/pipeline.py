@@ -13,11 +13,14 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from cosingan_monai import bundles
-from cosingan_monai.case_prep import prepare_case, write_case, write_conditions, write_training_slices
-from cosingan_monai.report import metrics_markdown, write_report
-from cosingan_monai.run_folder import RunFolder, write_json
-from cosingan_monai.stage_lanes import IN_PROCESS_LOCK, StagePlan, plan_stages, run_in_lanes
+from cosingan_monai.core.files import write_json
+from cosingan_monai.data.datalists import prepare_any
+from cosingan_monai.pipeline import bundle_runner as bundles
+from cosingan_monai.pipeline.case_prep import prepare_case, write_case, write_conditions, write_training_slices
+from cosingan_monai.pipeline.downstream import evaluate_bundle, train_bundle
+from cosingan_monai.pipeline.report import metrics_markdown, write_report
+from cosingan_monai.pipeline.run_folder import RunFolder, run_stage
+from cosingan_monai.pipeline.stage_lanes import IN_PROCESS_LOCK, StagePlan, plan_stages, run_in_lanes
 
 Echo = Callable[[str], None]
 
@@ -28,16 +31,13 @@ PIPELINE_PRESETS: dict[str, dict[str, int]] = {
     "full": {"conditions": 1000, "samples_per_condition": 2, "volumes": 8, "volume_slices": 0},
 }
 DOWNSTREAM = ("covid_slice_classifier", "covid_seg_2d", "covid_seg_3d")
-#: Epochs of the downstream bundles inside a pipeline run, where the preset's own count would not fit the budget
-#: (demo: under 15 min for `make demo` on 2 CPU cores). Presets not listed use the bundle preset's max_epochs.
-#: The demo classifier gets 5 epochs: at this budget it does not separate the classes with 10 either (AUC 0.67,
-#: every slice called healthy), and its 10 epochs were the longest stage. The 3D segmenter keeps 40: with 30 its
-#: demo lung Dice fell from 0.78 to 0.31.
+#: Epochs of the downstream bundles inside a pipeline run, where the preset's own count would not fit the budget.
+#: Presets not listed use the bundle preset's max_epochs. Why these numbers: docs/results.md "Demo schedule".
 PIPELINE_EPOCHS: dict[str, dict[str, int]] = {
     "demo": {"covid_slice_classifier": 5, "covid_seg_2d": 30, "covid_seg_3d": 40},
 }
 #: Validation interval (epochs) of the downstream bundles inside a pipeline run; presets not listed use the bundle
-#: preset's own. Demo: validating the 2D bundles every epoch cost 1.6-2.4 s of each 6-17 s epoch.
+#: preset's own (docs/results.md "Demo schedule").
 PIPELINE_VAL_INTERVAL: dict[str, int] = {"demo": 5}
 
 
@@ -51,8 +51,7 @@ class PipelineOptions:
     out: Path = Path("runs/latest")
     eval_dir: Path | None = None
     train_slices: int = 1
-    # strong augmentation for the bundles trained on synthetic data: off by default, since on the demo phantoms it
-    # cut the 2D segmenter's infection Dice from 0.292 to 0.126, while on real MedSeg-dev slices it helped
+    #: strong augmentation for the bundles trained on synthetic data (measured effect: docs/results.md)
     strong_aug: bool = False
     #: independent stages run at once (None: 2 on a multi-core CPU, 1 on a GPU; stage_lanes.py)
     lanes: int | None = None
@@ -65,28 +64,6 @@ class PipelineOptions:
 
     def __post_init__(self) -> None:
         self.sizes = {**PIPELINE_PRESETS[self.preset], **self.sizes}
-
-
-def _stage(
-    run: RunFolder, name: str, echo: Echo, body: Callable[[Any], None], after: tuple[str, ...] | None = None
-) -> dict[str, Any]:
-    """Run `body(result)` as stage `name` unless it finished before; return the stage's manifest.
-
-    A finished stage is trusted only while the stages it depends on were trusted too: once one of them runs again,
-    its outputs are new, so this stage runs again as well. `after` names those stages; None means every stage
-    before it (the pipeline's linear chain).
-    """
-    done = run.manifest(name)
-    stale = bool(run.ran & set(after)) if after is not None else bool(run.rerun_from)
-    if done is not None and not stale:
-        echo(f"[{name}] already finished ({done['wall_s']} s), skipped")
-        return done
-    run.rerun_from = run.rerun_from or name
-    with run.stage(name, echo=echo) as result:
-        body(result)
-    manifest = run.manifest(name)
-    assert manifest is not None
-    return manifest
 
 
 def train_gans(slices: list[dict[str, Any]], root: Path, preset: str, seed: int = 0, resume: bool = False) -> list[str]:
@@ -133,39 +110,20 @@ def synthesize(
     return out
 
 
-def train_downstream(
-    name: str,
-    datalist: Path,
-    root: Path,
-    preset: str,
-    suffix: str = "",
-    threads: int | None = None,
-    **overrides: Any,
-) -> Path:
-    """Train downstream bundle `name` on a datalist (copied to ROOT/bundles/<name><suffix>); returns the bundle.
-
-    `threads` caps the bundle's CPU threads (None: the environment's)."""
-    bundle = bundles.copy_bundle(name, root / "bundles", suffix=suffix)
-    args: dict[str, Any] = {"datalist": str(datalist), "tensorboard_dir": str(root / "tensorboard" / bundle.name)}
-    if name in PIPELINE_EPOCHS.get(preset, {}):
-        args["max_epochs"] = PIPELINE_EPOCHS[preset][name]
-    args.update(overrides)
-    bundles.run_bundle(bundle, "train", preset, args, threads=threads)
-    return bundle
-
-
 def validation(preset: str) -> dict[str, int]:
     """The pipeline's validation-interval override for `preset` ({} = the bundle preset's own)."""
     return {"val_interval": PIPELINE_VAL_INTERVAL[preset]} if preset in PIPELINE_VAL_INTERVAL else {}
 
 
-def evaluate_bundle(
-    bundle: Path, datalist: str | Path, out: Path, preset: str, threads: int | None = None
-) -> dict[str, float]:
-    """Evaluate a trained bundle on the "test" split of a datalist; returns its metrics."""
-    # absolute paths: the bundle runs with its own working directory
-    overrides = {"datalist": str(Path(datalist).resolve()), "output_dir": str(Path(out).resolve())}
-    return bundles.run_bundle(bundle, "evaluate", preset, overrides, threads=threads).metrics
+def pipeline_epochs(name: str, preset: str) -> dict[str, int]:
+    """The pipeline's max_epochs override of downstream bundle `name` ({} = the bundle preset's own)."""
+    epochs = PIPELINE_EPOCHS.get(preset, {})
+    return {"max_epochs": epochs[name]} if name in epochs else {}
+
+
+def schedule(name: str, preset: str) -> dict[str, int]:
+    """The pipeline's epoch and validation overrides of downstream bundle `name` ({} = the bundle preset's own)."""
+    return {**pipeline_epochs(name, preset), **validation(preset)}
 
 
 def run_pipeline(opts: PipelineOptions, echo: Echo = print) -> str:
@@ -181,17 +139,17 @@ def run_pipeline(opts: PipelineOptions, echo: Echo = print) -> str:
             {"shape": list(prepared.hu.shape), "lung_slices": int(((prepared.label > 0).any(axis=(0, 1))).sum())}
         )
 
-    _stage(run, "validate", echo, validate)
+    run_stage(run, "validate", echo, validate)
 
     def select(result: Any) -> None:
         result.outputs["slices"] = write_training_slices(prepared, opts.train_slices, data / "train_slices")
 
-    slices = _stage(run, "select", echo, select)["outputs"]["slices"]
+    slices = run_stage(run, "select", echo, select)["outputs"]["slices"]
 
     def train_gan(result: Any) -> None:
         result.outputs["models"] = train_gans(slices, run.root, opts.preset, opts.seed, opts.resume)
 
-    models = _stage(run, "train_gan", echo, train_gan)["outputs"]["models"]
+    models = run_stage(run, "train_gan", echo, train_gan)["outputs"]["models"]
 
     def conditions(result: Any) -> None:
         result.outputs["conditions"] = write_conditions(
@@ -199,7 +157,7 @@ def run_pipeline(opts: PipelineOptions, echo: Echo = print) -> str:
         )
         result.metrics["negatives"] = sum(1 - c["infected"] for c in result.outputs["conditions"])
 
-    cond_entries = _stage(run, "conditions", echo, conditions)["outputs"]["conditions"]
+    cond_entries = run_stage(run, "conditions", echo, conditions)["outputs"]["conditions"]
     write_json(data / "conditions" / "conditions.json", {"conditions": cond_entries})
 
     def sample(result: Any) -> None:
@@ -217,7 +175,7 @@ def run_pipeline(opts: PipelineOptions, echo: Echo = print) -> str:
         )
         result.outputs["synthetic"] = str(out)
 
-    synthetic = Path(_stage(run, "sample", echo, sample)["outputs"]["synthetic"])
+    synthetic = Path(run_stage(run, "sample", echo, sample)["outputs"]["synthetic"])
 
     datalists = {
         "covid_slice_classifier": synthetic / "datalist_cls.json",
@@ -226,14 +184,14 @@ def run_pipeline(opts: PipelineOptions, echo: Echo = print) -> str:
     }
 
     def train(result: Any, name: str) -> None:
-        bundle = train_downstream(
+        bundle = train_bundle(
             name,
             datalists[name],
             run.root,
             opts.preset,
             threads=plan.threads,
             strong_aug=opts.strong_aug,
-            **validation(opts.preset),
+            **schedule(name, opts.preset),
         )
         result.outputs["model"] = str(bundle / "models" / "model.pt")
         with IN_PROCESS_LOCK:
@@ -242,7 +200,7 @@ def run_pipeline(opts: PipelineOptions, echo: Echo = print) -> str:
     def baseline(result: Any) -> None:
         n_synthetic = len(json.loads((synthetic / "datalist.json").read_text())["training"])
         datalist = real_slice_datalist(slices, n_synthetic, run.root / "data" / "baseline_datalist.json")
-        bundle = train_downstream(
+        bundle = train_bundle(
             "covid_seg_2d",
             datalist,
             run.root,
@@ -250,7 +208,7 @@ def run_pipeline(opts: PipelineOptions, echo: Echo = print) -> str:
             "_baseline",
             threads=plan.threads,
             strong_aug=True,
-            **validation(opts.preset),
+            **schedule("covid_seg_2d", opts.preset),
         )
         result.outputs["model"] = str(bundle / "models" / "model.pt")
 
@@ -263,7 +221,7 @@ def run_pipeline(opts: PipelineOptions, echo: Echo = print) -> str:
     }
     if opts.eval_dir is None:
         trainings.pop("covid_seg_2d_baseline")  # the baseline exists to be compared on evaluation cases
-    jobs = {name: partial(_stage, run, f"train_{name}", echo, body, ("sample",)) for name, body in trainings.items()}
+    jobs = {name: partial(run_stage, run, f"train_{name}", echo, body, ("sample",)) for name, body in trainings.items()}
     run_in_lanes(jobs, plan.lanes)
 
     metrics: dict[str, Any] = {"preset": opts.preset, "case": str(opts.case), "timings_s": {}}
@@ -303,8 +261,6 @@ def real_slice_datalist(slices: list[dict[str, Any]], repeats: int, out: Path) -
 
 def evaluate_all(run: RunFolder, opts: PipelineOptions, echo: Echo, plan: StagePlan) -> dict[str, Any]:
     """Evaluate the synthetic-trained bundles and the real-slice + strong-augmentation baseline on opts.eval_dir."""
-    from cosingan_monai.datalists import prepare_any
-
     eval_root = run.root / "data" / "eval"
 
     def prepare(result: Any) -> None:
@@ -314,7 +270,7 @@ def evaluate_all(run: RunFolder, opts: PipelineOptions, echo: Echo, plan: StageP
             result.outputs[name] = str(all_as_test(eval_root / f"{name}.json", eval_root / f"eval_{name}.json"))
 
     # the evaluation data depend on --eval alone, not on the trainings before them
-    lists = _stage(run, "prepare_eval", echo, prepare, after=("validate",))["outputs"]
+    lists = run_stage(run, "prepare_eval", echo, prepare, after=("validate",))["outputs"]
     eval_lists = {
         "covid_slice_classifier": lists["datalist_cls"],
         "covid_seg_2d": lists["datalist"],
@@ -329,7 +285,7 @@ def evaluate_all(run: RunFolder, opts: PipelineOptions, echo: Echo, plan: StageP
 
     jobs = {
         name: partial(
-            _stage, run, f"eval_{name}", echo, partial(evaluate, name=name), ("prepare_eval", f"train_{name}")
+            run_stage, run, f"eval_{name}", echo, partial(evaluate, name=name), ("prepare_eval", f"train_{name}")
         )
         for name in eval_lists
     }

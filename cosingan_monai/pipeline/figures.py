@@ -11,9 +11,11 @@ matplotlib.use("Agg")  # headless: figures are files, never windows
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from cosingan_monai.io import atomic_write_path, ras_to_display  # noqa: E402
+from cosingan_monai.core.constants import WINDOW_HU
+from cosingan_monai.core.files import atomic_write_path
+from cosingan_monai.data.io import ras_to_display  # noqa: E402
 
-LUNG_WINDOW = (-1250.0, 250.0)
+LUNG_WINDOW = WINDOW_HU
 #: Outline colours per mask: lung green, infection red (the COVID-19-CT-Seg viewer convention).
 OUTLINES = ((lambda lab: (lab >= 1) & (lab <= 3), "lime"), (lambda lab: lab == 3, "red"))
 

@@ -11,10 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
-from cosingan_monai.conditions import build_conditions
-from cosingan_monai.io import Case, CaseError, find_label, load_case, save_nifti, slice_affine
-from cosingan_monai.lungmask import body_mask
-from cosingan_monai.transforms import select_slices
+from cosingan_monai.core.errors import CaseError
+from cosingan_monai.data.cases import label_map
+from cosingan_monai.data.conditions import build_conditions
+from cosingan_monai.data.io import Case, find_label, load_case, save_nifti, slice_affine
+from cosingan_monai.data.lungmask import body_mask
+from cosingan_monai.data.transforms import select_slices
 
 
 @dataclass
@@ -38,7 +40,7 @@ def prepare_case(image: str | Path, label: str | Path | None = None, intensity: 
     if label_path is None:
         raise CaseError(image, "no label map given and none found beside it (pass --label)")
     case = load_case(image, label_path, intensity=intensity)
-    full = case.label_map()
+    full = label_map(case)
     assert full is not None  # a label path was given, so load_case returned a label
     lung = (full >= 1) & (full <= 3)
     if not lung.any():

@@ -1,0 +1,103 @@
+"""Click options and glue shared by the commands that train downstream bundles (`train-seg`, `train-cls`)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from cosingan_monai.core.constants import PRESETS
+from cosingan_monai.core.errors import CaseError
+from cosingan_monai.pipeline.downstream import train_downstream
+
+
+def parse_sets(pairs: Sequence[str]) -> dict[str, Any]:
+    """`--set id=value` pairs as overrides; values are read as JSON when they parse, else kept as strings."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected id=value, got {pair!r}", param_hint="--set")
+        try:
+            out[key] = json.loads(raw)
+        except ValueError:
+            out[key] = raw
+    return out
+
+
+def common_overrides(epochs: int | None, image_size: int | None, strong_aug: bool, device: str | None) -> dict:
+    """The overrides the shared CLI options ask for (None/False options are left to the preset)."""
+    out: dict[str, Any] = {}
+    if epochs is not None:
+        out["max_epochs"] = epochs
+    if image_size is not None:
+        out["image_size"] = image_size
+    if strong_aug:
+        out["strong_aug"] = True
+    if device is not None:
+        out["device"] = f"$torch.device('{device}')"
+    return out
+
+
+def downstream_options(func: Callable) -> Callable:
+    """The click options `train-seg` and `train-cls` share."""
+    options = [
+        click.option(
+            "--data",
+            required=True,
+            # absolute: the bundle runs with its own working directory, where a relative datalist path would not resolve
+            type=click.Path(exists=True, resolve_path=True, path_type=Path),
+            help="datalist JSON, COVID-19-CT-Seg folder, or folder with images/*.png + masks/*.png",
+        ),
+        click.option(
+            "--out",
+            required=True,
+            type=click.Path(file_okay=False, resolve_path=True, path_type=Path),
+            help="run folder",
+        ),
+        click.option("--preset", default="demo", show_default=True, type=click.Choice(PRESETS)),
+        click.option(
+            "--eval",
+            "eval_data",
+            type=click.Path(exists=True, resolve_path=True, path_type=Path),
+            help="held-out data (datalist or folder) to evaluate on; default: the test split of --data",
+        ),
+        click.option("--epochs", type=click.IntRange(min=1), help="override the preset's max_epochs"),
+        click.option("--image-size", type=click.IntRange(min=32), help="override the preset's image_size (x16)"),
+        click.option("--strong-aug", is_flag=True, help="strong augmentation (the paper's few-real-slices baseline)"),
+        click.option("--device", type=click.Choice(["cpu", "cuda"]), help="default: cuda when available"),
+        click.option("--seed", default=0, show_default=True, type=int, help="split and training seed"),
+        click.option("--threads", type=click.IntRange(min=1), help="CPU threads (1 is fastest on a busy CPU)"),
+        click.option("--set", "sets", multiple=True, metavar="ID=VALUE", help="any bundle config override"),
+        click.option("--no-export", is_flag=True, help="skip the TorchScript export"),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def run_command(name: str, kwargs: dict[str, Any]) -> None:
+    """Shared body of the two commands: turn options into a `train_downstream` call with clean errors."""
+    overrides = common_overrides(kwargs["epochs"], kwargs["image_size"], kwargs["strong_aug"], kwargs["device"])
+    overrides.update(parse_sets(kwargs["sets"]))
+    try:
+        result = train_downstream(
+            name,
+            kwargs["data"],
+            kwargs["out"],
+            preset=kwargs["preset"],
+            eval_data=kwargs["eval_data"],
+            overrides=overrides,
+            seed=kwargs["seed"],
+            threads=kwargs["threads"],
+            export=not kwargs["no_export"],
+            echo=click.echo,
+        )
+    except (CaseError, RuntimeError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"model: {result['model']}")
+    if "torchscript" in result:
+        click.echo(f"torchscript: {result['torchscript']}")

@@ -1,0 +1,1 @@
+"""Layer 1, used by every other layer: constants (labels, HU windows, presets), atomic file/JSON helpers, AMP."""

@@ -1,0 +1,107 @@
+"""Train and evaluate one downstream bundle (classifier, 2D or 3D segmenter): the pipeline, the experiment and the
+`train-seg` / `train-cls` commands all go through these functions."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from cosingan_monai.core.errors import CaseError
+from cosingan_monai.core.files import write_json
+from cosingan_monai.data.datalists import prepare_any
+from cosingan_monai.pipeline import bundle_runner as bundles
+
+
+def train_bundle(
+    name: str,
+    datalist: Path,
+    root: Path,
+    preset: str,
+    suffix: str = "",
+    threads: int | None = None,
+    **overrides: Any,
+) -> Path:
+    """Train downstream bundle `name` on a datalist (copied to ROOT/bundles/<name><suffix>); returns the bundle.
+
+    `threads` caps the bundle's CPU threads (None: the environment's)."""
+    bundle = bundles.copy_bundle(name, root / "bundles", suffix=suffix)
+    args: dict[str, Any] = {"datalist": str(datalist), "tensorboard_dir": str(root / "tensorboard" / bundle.name)}
+    args.update(overrides)
+    bundles.run_bundle(bundle, "train", preset, args, threads=threads)
+    return bundle
+
+
+def evaluate_bundle(
+    bundle: Path, datalist: str | Path, out: Path, preset: str, threads: int | None = None
+) -> dict[str, float]:
+    """Evaluate a trained bundle on the "test" split of a datalist; returns its metrics."""
+    # absolute paths: the bundle runs with its own working directory
+    overrides = {"datalist": str(Path(datalist).resolve()), "output_dir": str(Path(out).resolve())}
+    return bundles.run_bundle(bundle, "evaluate", preset, overrides, threads=threads).metrics
+
+
+DATALIST_NAMES = {"covid_slice_classifier": "datalist_cls", "covid_seg_2d": "datalist", "covid_seg_3d": "datalist_3d"}
+
+
+def _datalist_for(name: str, data: Path, out: Path, dims: int, seed: int, split: dict | None, echo: Callable) -> Path:
+    """`data` itself when it is a datalist JSON, else the datalist prepared from that folder into `out`."""
+    if data.is_file():
+        return data
+    prepared = prepare_any(data, out, dims=dims, split=split, seed=seed, echo=echo)
+    return prepared.datalists[DATALIST_NAMES[name]]
+
+
+def _has_split(datalist: Path, split: str) -> bool:
+    """Whether a datalist JSON holds a non-empty `split` list."""
+    return bool(json.loads(datalist.read_text()).get(split))
+
+
+def train_downstream(
+    name: str,
+    data: Path,
+    out: Path,
+    preset: str = "demo",
+    eval_data: Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    seed: int = 0,
+    threads: int | None = None,
+    export: bool = True,
+    echo: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Train bundle `name` on `data` into OUT/bundles/<name>, evaluate it on the test split (or `eval_data`), export
+    TorchScript; returns and writes OUT/<name>_metrics.json ({"datalist", "metrics", "model", "torchscript"})."""
+    dims = 3 if name == "covid_seg_3d" else 2
+    datalist = _datalist_for(name, data, out / "data", dims, seed, None, echo)
+    for split in ("training", "validation"):
+        if not _has_split(datalist, split):
+            raise CaseError(datalist, f"the datalist has no '{split}' entries")
+    values = {"seed": seed, **(overrides or {})}
+    echo(f"[{name}] training ({preset} preset) on {datalist}")
+    bundle = train_bundle(name, datalist, out, preset, threads=threads, **values)
+    result: dict[str, Any] = {"datalist": str(datalist), "model": str(bundle / "models" / "model.pt"), "metrics": {}}
+    eval_list = datalist
+    if eval_data is not None:
+        eval_list = _datalist_for(name, eval_data, out / "eval_data", dims, seed, {"test": 1.0}, echo)
+    if _has_split(eval_list, "test"):
+        echo(f"[{name}] evaluating on the test split of {eval_list}")
+        run = bundles.run_bundle(
+            bundle,
+            "evaluate",
+            preset,
+            {
+                **values,
+                "datalist": str(datalist),
+                "tensorboard_dir": str(out / "tensorboard" / name),
+                "eval_datalist": str(eval_list),
+            },
+            threads=threads,
+        )
+        result["metrics"] = run.metrics
+        for key, value in sorted(run.metrics.items()):
+            echo(f"  {key:<22}{value:8.4f}")
+    if export:
+        result["torchscript"] = str(bundles.export_torchscript(bundle))
+    write_json(out / f"{name}_metrics.json", result, indent=1)
+    return result
