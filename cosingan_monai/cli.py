@@ -17,6 +17,7 @@ COMMANDS: dict[str, str] = {
     "train-seg": "cosingan_monai.commands.train_seg:train_seg",
     "train-gan": "cosingan_monai.commands.train_gan:train_gan",
     "sample": "cosingan_monai.commands.sample:sample",
+    "realism": "cosingan_monai.commands.realism:realism",
 }
 
 
