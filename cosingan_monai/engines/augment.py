@@ -120,6 +120,7 @@ class HierarchicalAugment:
         self._cache: dict[int, Compose] = {}
         self.jitter = build_intensity_jitter(config)
         self.jitter.set_random_state(seed=(self.seed * 7919 + 17) % (2**32))
+        self.lesion_rng = np.random.RandomState((self.seed * 104729 + 29) % (2**32))
 
     def transforms(self, scale: int) -> Compose:
         """The (cached, seeded) geometric transform chain of one scale."""
@@ -137,11 +138,24 @@ class HierarchicalAugment:
             air = air_value(image[b], cond[b], self.config)
             moved = t({IMAGE: image[b] - air, COND: cond[b].clone()})  # air at 0, so zero padding is air
             shifted = torch.as_tensor(moved[IMAGE]).as_subclass(torch.Tensor) + air
-            imgs.append(torch.as_tensor(self.jitter({IMAGE: shifted})[IMAGE]).as_subclass(torch.Tensor))
-            conds.append(torch.as_tensor(moved[COND]).as_subclass(torch.Tensor))
+            jittered = torch.as_tensor(self.jitter({IMAGE: shifted})[IMAGE]).as_subclass(torch.Tensor)
+            moved_cond = torch.as_tensor(moved[COND]).as_subclass(torch.Tensor)
+            imgs.append(jittered + self.lesion_shift() * moved_cond[1:2].to(jittered))
+            conds.append(moved_cond)
         img = torch.stack(imgs).to(image.device, image.dtype).clamp(-1.0, 1.0)
         cnd = torch.stack(conds).to(cond.device, cond.dtype).clamp(0.0, 1.0)
         return img, cnd
+
+    def lesion_shift(self) -> float:
+        """A random lesion-density shift in [-s, s] (s = jitter_lesion_shift) with probability jitter_prob, else 0.
+
+        One training slice shows one lesion density; real lesions range from faint ground glass to consolidation.
+        Shifting the image inside the (soft) infection channel teaches the GAN a range of densities for one mask.
+        """
+        s = self.config.jitter_lesion_shift
+        if s <= 0 or self.lesion_rng.rand() >= self.config.jitter_prob:
+            return 0.0
+        return float(self.lesion_rng.uniform(-s, s))
 
 
 def displacement_rms(aug: HierarchicalAugment, scale: int, trials: int = 8) -> float:

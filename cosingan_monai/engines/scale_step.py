@@ -122,6 +122,7 @@ class ScaleStep:
         c = model.config
         self.channels_last = bool(c.channels_last)
         self.rec_loss = MixedReconstructionLoss(c.rec_ssim_weight, c.ssim_win)
+        self.rec_alpha = c.rec_alpha_at(self.scale, model.num_scales)
         self.join_iteration = math.floor(c.stage2_start * iterations + 0.5) if c.stage2_start < 1.0 else None
         self._gp_count = 0
         self._rec1: torch.Tensor | None = None
@@ -154,7 +155,7 @@ class ScaleStep:
         with self.amp_policy.autocast():
             r1 = m.generators[n].forward_stage1(self.rec_up, self.cond_rec, z1).float()
         rmse = torch.sqrt(torch.mean((r1 - self.real_rec) ** 2)).item()
-        m.noise_amps2[n] = m.config.noise_amp_factor * rmse
+        m.noise_amps2[n] = max(m.config.noise_amp_min, m.config.noise_amp_factor * rmse)
         m.stage2_on[n] = True
         return m.noise_amps2[n]
 
@@ -267,7 +268,7 @@ class ScaleStep:
             if stage2:
                 r = g.forward_stage2(r, rec_cond, torch.zeros_like(r))
                 rec = rec + self.rec_loss(r[..., rel[0], rel[1]], rec_real)
-        loss_g = adv + c.rec_alpha * rec
+        loss_g = adv + self.rec_alpha * rec
         self._step(loss_g, self.optimizer_g)
         if self.scaler is not None:
             self.scaler.update()

@@ -21,6 +21,7 @@ from cosingan_monai.core.files import atomic_write_path
 from cosingan_monai.data.transforms import hu_to_unit
 from cosingan_monai.engines.augment import HierarchicalAugment
 from cosingan_monai.engines.handlers import ImageGridHandler, PeriodicCheckpoint
+from cosingan_monai.engines.realism_log import ScaleRealism, log_realism
 from cosingan_monai.engines.scale_step import AugmentedPairs, ScaleStep, build_critics
 from cosingan_monai.engines.scale_trainer import ScaleTrainer
 from cosingan_monai.networks.config import CoSinGANConfig
@@ -61,6 +62,8 @@ class MultiScaleTrainer:
 
     `max_epochs` is the number of epochs per scale, each `config.iters_per_scale` iterations (1 by default); it is
     exposed because MONAI's ConfigWorkflow requires a `train#trainer#max_epochs` id.
+    `realism_reference` (real (HU, label) slices, or a datalist / images folder of them; default None = off) turns
+    on realism numbers at the end of every scale (engines.realism_log), in train_stats.json and TensorBoard.
     """
 
     def __init__(
@@ -82,6 +85,9 @@ class MultiScaleTrainer:
         stop_at: tuple[int, int] | None = None,
         pair: tuple[np.ndarray, np.ndarray] | None = None,
         num_threads: int | None = None,
+        realism_reference: Sequence[tuple[np.ndarray, np.ndarray]] | str | os.PathLike[str] | None = None,
+        realism_masks: int = 8,
+        realism_samples: int = 4,
     ) -> None:
         self.config = config if isinstance(config, CoSinGANConfig) else CoSinGANConfig.from_dict(config or {})
         if pair is None and dataset is None:
@@ -98,6 +104,9 @@ class MultiScaleTrainer:
         self.progress = progress
         self.stop_after_scale, self.stop_at = stop_after_scale, stop_at
         self.num_threads = num_threads
+        self.realism = None
+        if realism_reference is not None:
+            self.realism = ScaleRealism(realism_reference, realism_masks, realism_samples, self.config.seed)
         self.stats: list[dict[str, Any]] = []
         self.interrupted = False
         self.model: CoSinGAN | None = None
@@ -198,7 +207,7 @@ class MultiScaleTrainer:
         if c.channels_last:
             for net in (m, d1, d2):
                 net.to(memory_format=torch.channels_last)
-        iters = c.iters_per_scale * self.max_epochs
+        iters = c.iters_at(scale, m.num_scales) * self.max_epochs
         opt_g = torch.optim.Adam(g.parameters(), lr=c.lr_g, betas=(c.beta1, c.beta2))
         opt_d = torch.optim.Adam([*d1.parameters(), *d2.parameters()], lr=c.lr_d, betas=(c.beta1, c.beta2))
         milestone = [max(1, round(c.lr_decay_at * iters))]
@@ -218,7 +227,7 @@ class MultiScaleTrainer:
             except (KeyError, RuntimeError, ValueError) as exc:
                 raise CheckpointError(self.checkpoint_path, f"inconsistent scale state ({exc})") from None
         elif scale > 0:  # SinGAN's rule: noise amp = factor x RMSE(real, upsampled coarser reconstruction)
-            m.noise_amps[scale] = c.noise_amp_factor * self._rec_rmse(scale)
+            m.noise_amps[scale] = max(c.noise_amp_min, c.noise_amp_factor * self._rec_rmse(scale))
         imgs, conds = m.training_pyramids()
         augment = HierarchicalAugment(c, m.sizes, seed=c.seed, device=self.device)
         data = AugmentedPairs(
@@ -290,6 +299,7 @@ class MultiScaleTrainer:
             self._record(n, done, seconds, trainer)
             if self.interrupted:
                 return m
+            self._scale_realism(n)
             self.save_checkpoint(None, n, trainer.state.iteration, True)
         self._write_stats()
         if m.num_trained == m.num_scales:
@@ -320,6 +330,23 @@ class MultiScaleTrainer:
             seconds,
             m.noise_amps[n],
             m.noise_amps2[n],
+        )
+
+    def _scale_realism(self, n: int) -> None:
+        """Realism numbers at the end of scale n (when a reference is set): into the stats and TensorBoard."""
+        if self.realism is None or self.model is None:
+            return
+        t0 = time.perf_counter()
+        numbers = self.realism(self.model)
+        numbers["seconds"] = round(time.perf_counter() - t0, 3)
+        self.stats[-1]["realism"] = numbers
+        log_realism(self.writer, numbers, n)
+        logger.info(
+            "scale %d realism: summary %s, lung Laplacian ratio %s, diversity ratio %s",
+            n,
+            numbers.get("summary_score"),
+            numbers.get("healthy_lung_laplacian_ratio"),
+            numbers.get("diversity_ratio"),
         )
 
     def _write_stats(self) -> None:

@@ -21,6 +21,9 @@ class CoSinGANConfig:
     max_size: int = 512  # finest scale's longer side (512 full, 128 demo, 32-48 tests)
     min_size: int = 25  # coarsest scale's shorter side stays >= this
     scale_factor: float = 0.75
+    image_resize: str = (
+        "bilinear"  # training slice to the finest size: "area" (box average) or "bilinear" (antialiased)
+    )
 
     # ---- networks
     base_channels: int = 32
@@ -38,6 +41,8 @@ class CoSinGANConfig:
 
     # ---- training schedule
     iters_per_scale: int = 2000
+    iters_coarsest_factor: float = 1.0  # iterations at the coarsest scale = iters_per_scale x this ...
+    iters_finest_factor: float = 1.0  # ... at the finest x this, linear in between (texture is made at fine scales)
     stage2_start: float = 0.5  # fraction of a scale's iterations after which stage 2 joins
     joint_stage1: bool = True  # stage 1 keeps training once stage 2 has joined
     batch_size: int = 1  # augmented copies of the one training pair per step
@@ -55,11 +60,13 @@ class CoSinGANConfig:
     channels_last: bool = True  # NHWC convolutions (measured faster on CPU; neutral on CUDA)
     gp_weight: float = 0.1  # WGAN-GP weight (SinGAN's 0.1)
     gp_every: int = 1  # lazy regularisation: penalty every k critic steps, weighted by k
-    rec_alpha: float = 10.0  # weight of the mixed reconstruction loss
+    rec_alpha: float = 10.0  # weight of the mixed reconstruction loss (at the coarsest scale) ...
+    rec_alpha_fine: float = -1.0  # ... at the finest, geometric in between (-1 = rec_alpha at every scale)
     rec_ssim_weight: float = 1.0  # mixed loss = L1 + w * (1 - SSIM)
     ssim_win: int = 7
     noise_amp_factor: float = 0.1  # noise amp per scale = factor x RMSE(real, upsampled reconstruction)
     noise_amp_coarsest: float = 1.0
+    noise_amp_min: float = 0.0  # floor of every finer scale's noise amps (both stages), network units
 
     # ---- hierarchical augmentation (strength 1 at the coarsest scale, aug_fine_strength at the finest)
     aug_prob: float = 0.8  # probability of the joint geometric augmentation per step
@@ -77,6 +84,7 @@ class CoSinGANConfig:
     jitter_gamma: float = 0.25  # gamma in [1/(1+g), 1+g]
     jitter_scale: float = 0.08  # multiplicative intensity factor in [1-s, 1+s]
     jitter_shift: float = 0.04  # additive shift in [-s, s] (network units; 0.04 = 30 HU)
+    jitter_lesion_shift: float = 0.0  # extra shift in [-s, s] inside the infection channel only (lesion density)
 
     # ---- sampling volumes: AR(1) noise along z, correlation per slice from coarse to fine
     volume_rho_coarse: float = 0.95
@@ -94,7 +102,11 @@ class CoSinGANConfig:
             (self.channel_double_every >= 1, "channel_double_every must be >= 1"),
             (self.gen_layers >= 2 and self.critic_layers >= 2, "networks need >= 2 conv layers"),
             (self.kernel_size % 2 == 1, "kernel_size must be odd"),
+            (self.image_resize in ("area", "bilinear"), "image_resize must be 'area' or 'bilinear'"),
             (self.iters_per_scale >= 1, "iters_per_scale must be >= 1"),
+            (self.iters_coarsest_factor > 0 and self.iters_finest_factor > 0, "iteration factors must be > 0"),
+            (self.rec_alpha_fine == -1.0 or self.rec_alpha_fine > 0, "rec_alpha_fine must be > 0 or -1"),
+            (self.noise_amp_min >= 0 and self.jitter_lesion_shift >= 0, "noise_amp_min, jitter_lesion_shift >= 0"),
             (0.0 <= self.stage2_start <= 1.0, "stage2_start must be in [0, 1]"),
             (self.d_steps >= 1 and self.gp_every >= 1 and self.batch_size >= 1, "step counts must be >= 1"),
             (0.0 <= self.stage2_focus_floor <= 1.0, "stage2_focus_floor must be in [0, 1]"),
@@ -113,6 +125,23 @@ class CoSinGANConfig:
     def channels_at(self, scale: int) -> int:
         """Generator/critic width at a scale: base, doubling every `channel_double_every` scales, capped."""
         return min(self.base_channels * 2 ** (scale // self.channel_double_every), self.max_channels)
+
+    @staticmethod
+    def _fraction(scale: int, num_scales: int) -> float:
+        return 0.0 if num_scales <= 1 else min(1.0, max(0.0, scale / (num_scales - 1)))
+
+    def iters_at(self, scale: int, num_scales: int) -> int:
+        """Iterations of a scale: iters_per_scale x a factor, iters_coarsest_factor to iters_finest_factor, linear."""
+        t = self._fraction(scale, num_scales)
+        factor = self.iters_coarsest_factor + (self.iters_finest_factor - self.iters_coarsest_factor) * t
+        return max(1, round(self.iters_per_scale * factor))
+
+    def rec_alpha_at(self, scale: int, num_scales: int) -> float:
+        """Reconstruction weight of a scale: rec_alpha at the coarsest, rec_alpha_fine at the finest, geometric."""
+        if self.rec_alpha_fine < 0 or self.rec_alpha <= 0:
+            return self.rec_alpha
+        t = self._fraction(scale, num_scales)
+        return float(self.rec_alpha * (self.rec_alpha_fine / self.rec_alpha) ** t)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of primitives (what the model file stores)."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import pickle
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -64,6 +66,16 @@ def torch_load_checked(path: str | os.PathLike[str], map_location: Any = "cpu") 
         raise CheckpointError(p, "file is empty (an interrupted write?)")
     try:
         payload = torch.load(p, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "weights only load failed" not in str(exc).lower():
+            raise CheckpointError(p, f"corrupt or partial file, cannot be loaded ({first_line(exc)})") from None
+        found = re.search(r"unsupported (?:GLOBAL|global:?)\s*([\w.]+)", str(exc))
+        what = f" ({found.group(1)})" if found else ""
+        raise CheckpointError(
+            p,
+            f"holds non-tensor objects{what}; refused unloaded: a model file may hold only tensors and plain values "
+            "(torch.load weights_only=True), and unpickling anything else could run code",
+        ) from None
     except Exception as exc:  # torch raises RuntimeError/UnpicklingError/EOFError/zip errors for damaged files
         raise CheckpointError(p, f"corrupt or partial file, cannot be loaded ({first_line(exc)})") from None
     if not isinstance(payload, dict):
@@ -110,7 +122,8 @@ class CoSinGAN(nn.Module):
             raise ValueError(f"config needs {config.cond_channels} condition channels, got {cond.shape[0]}")
         sizes = pyramid_sizes(tuple(img.shape), config.max_size, config.min_size, config.scale_factor)
         model = cls(config, sizes)
-        model.train_image.copy_(resize(img[None, None], sizes[-1], "image").clamp(-1, 1))
+        kind = "area" if config.image_resize == "area" else "image"  # area keeps the fine texture a box average has
+        model.train_image.copy_(resize(img[None, None], sizes[-1], kind).clamp(-1, 1))
         model.train_condition.copy_(resize(cond[None, : config.cond_channels], sizes[-1], "area"))
         return model
 
