@@ -6,6 +6,8 @@ import importlib
 
 import click
 
+from cosingan_monai.core.errors import no_space_message
+
 # sub-command name -> "module:attribute"; imported only when that command runs, so `--help` needs no torch import.
 COMMANDS: dict[str, str] = {
     "phantom": "cosingan_monai.commands.phantom:phantom",
@@ -26,6 +28,16 @@ class LazyGroup(click.Group):
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(COMMANDS)
+
+    def invoke(self, ctx: click.Context) -> object:
+        """Run the sub-command; a full disk anywhere below ends in one line, `no space left on device: PATH`."""
+        try:
+            return super().invoke(ctx)
+        except OSError as exc:
+            message = no_space_message(exc)
+            if message is None:
+                raise
+            raise click.ClickException(message) from None
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         target = COMMANDS.get(name)

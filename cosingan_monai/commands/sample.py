@@ -62,10 +62,16 @@ def sample(
     threads: int | None,
 ) -> None:
     """Write OUT/synthetic: images/, labels/, previews/, datalist.json, datalist_cls.json [+ volumes/, 3D list]."""
+    from cosingan_monai.networks.pyramid import CheckpointError, CoSinGAN  # function-local: keeps --help fast
     from cosingan_monai.pipeline import bundle_runner as bundles
 
     if conditions is None and n_volumes == 0:
         raise click.UsageError("give --conditions and/or --volumes with --volume-label")
+    for model in models:  # refuse a bad or crafted model file here, not as a traceback from inside the bundle
+        try:
+            CoSinGAN.load(model)
+        except CheckpointError as exc:
+            raise click.ClickException(str(exc)) from None
     bundle = bundles.copy_bundle("cosingan_sample", out / "bundles")
     overrides = {
         "models": [str(m.resolve()) for m in models],

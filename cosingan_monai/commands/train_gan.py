@@ -55,6 +55,7 @@ def train_gan(
     from cosingan_monai.data.io import load_case
     from cosingan_monai.pipeline import bundle_runner as bundles
 
+    slice_index = _slice(slice_)
     try:
         load_case(case, label)  # validate before copying anything
     except CaseError as exc:
@@ -63,7 +64,7 @@ def train_gan(
     overrides = {
         "case": str(case.resolve()),
         "label": str(label.resolve()) if label else None,
-        "slice": _slice(slice_),
+        "slice": slice_index,
         "seed": seed,
         "resume": resume,
         "tensorboard_dir": str((out / "tensorboard" / "cosingan_train").resolve()),

@@ -26,6 +26,8 @@ LabelKind = Literal["lungs+infection", "infection-only"]
 
 #: PNG slices carry no geometry: assume this voxel size (mm) unless `spacing=` says otherwise.
 PNG_SPACING: tuple[float, float, float] = (0.75, 0.75, 5.0)
+#: An image value beyond +-this is no CT intensity (HU or windowed): a corrupt voxel or a wrong scaling.
+MAX_ABS_INTENSITY = 1e5
 #: Image and label affines may differ by this much (mm) and still be the same grid (float32 header round-off).
 AFFINE_ATOL_MM = 1e-2
 
@@ -417,13 +419,30 @@ def detect_label_kind(values: Sequence[int], path: Path) -> LabelKind:
 
 
 def _check_image(data: np.ndarray, path: Path) -> None:
-    """Reject NaN/inf and constant images."""
+    """Reject NaN/inf, constant images, implausible intensities (|value| > MAX_ABS_INTENSITY) and label maps."""
     finite = np.isfinite(data)
     if not finite.all():
         raise CaseError(path, f"image has {int((~finite).sum())} NaN/inf voxels")
     lo, hi = float(data.min()), float(data.max())
     if lo == hi:
         raise CaseError(path, f"image is constant (every voxel is {lo:g})")
+    if max(-lo, hi) > MAX_ABS_INTENSITY:
+        where = tuple(int(i) for i in np.unravel_index(int(np.argmax(np.abs(data))), data.shape))
+        value = data[where]
+        raise CaseError(
+            path,
+            f"implausible intensity {value:g} at voxel (x, y, z) = {where}: |HU| > {MAX_ABS_INTENSITY:g} is no CT "
+            "value (HU images lie within about -1024..3071, windowed ones within 0-255)",
+        )
+    if lo >= 0 and (hi <= 3 or hi == 255):
+        kept = (data == 0) | (data == 255) if hi == 255 else data == np.round(data)
+        if kept.all():
+            values = sorted(int(v) for v in np.unique(data))
+            raise CaseError(
+                path,
+                f"looks like a label map, not a CT image (its only values are {values}); give the CT image as "
+                "--case and this file as --label",
+            )
 
 
 def _label_uint8(data: np.ndarray, path: Path) -> np.ndarray:

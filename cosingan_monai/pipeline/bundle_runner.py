@@ -9,6 +9,7 @@ and its log lands in BUNDLE/logs/), or in-process through `ConfigWorkflow` when 
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import os
 import re
@@ -23,6 +24,7 @@ from typing import Any
 from cosingan_monai.core.constants import PRESETS
 from cosingan_monai.core.errors import CaseError
 from cosingan_monai.core.files import atomic_write_path, read_json
+from cosingan_monai.pipeline.run_folder import HELD_LOCKS
 
 #: the repository's bundles/ folder (bundles are data, not Python: they are not part of the package).
 BUNDLES_DIR = Path(__file__).resolve().parents[2] / "bundles"
@@ -81,8 +83,11 @@ def copy_bundle(name: str, dest_root: str | os.PathLike[str], suffix: str = "") 
         return dest
     tmp = dest.with_name(f"{dest.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(src, tmp, ignore=ignore)
-    os.replace(tmp, dest)
+    try:
+        shutil.copytree(src, tmp, ignore=ignore)
+        os.replace(tmp, dest)
+    finally:  # a failed copy (a full disk) leaves no half bundle; a killed one is swept by the next RunFolder
+        shutil.rmtree(tmp, ignore_errors=True)
     return dest
 
 
@@ -223,9 +228,15 @@ def _run_subprocess(bundle: Path, workflow: str, args_file: Path, nproc: int, th
         cmd = [sys.executable, "-m", "monai.bundle", "run", "--args_file", str(args_file)]
     log = bundle / "logs" / f"{workflow}.log"
     with open(log, "w") as fh:
-        proc = subprocess.run(cmd, cwd=bundle, env=env, stdout=fh, stderr=subprocess.STDOUT, check=False)
+        # the run folder's lock goes with the bundle: a resume is refused while an orphaned bundle still writes
+        proc = subprocess.run(
+            cmd, cwd=bundle, env=env, stdout=fh, stderr=subprocess.STDOUT, check=False, pass_fds=tuple(HELD_LOCKS)
+        )
     if proc.returncode != 0:
         lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
+        full = no_space_path(lines, bundle)
+        if full is not None:
+            raise OSError(errno.ENOSPC, f"bundle {bundle.name} {workflow} ran out of disk space; log {log}", full)
         # chained tracebacks bury the root cause; quote every exception line, then the log's tail
         errors = list(dict.fromkeys(ln for ln in lines if re.match(r"^[\w.]*(Error|Exception)\b.*:", ln)))
         tail = "\n".join(lines[-12:])
@@ -235,6 +246,19 @@ def _run_subprocess(bundle: Path, workflow: str, args_file: Path, nproc: int, th
             + f"\n...\n{tail}"
         )
     return log
+
+
+def no_space_path(log_lines: Sequence[str], bundle: Path) -> str | None:
+    """The path a failed bundle run could not write for lack of disk space (from its log: `No space left on
+    device: 'PATH'`, else the bundle folder when the log says so or the disk has under 1 MiB free); None otherwise."""
+    for line in reversed(log_lines):
+        if "No space left on device" in line:
+            found = re.search(r"No space left on device: '([^']+)'", line)
+            return found.group(1) if found else str(bundle)
+    try:
+        return str(bundle) if shutil.disk_usage(bundle).free < 1 << 20 else None
+    except OSError:
+        return None
 
 
 def read_metrics(output_dir: str | os.PathLike[str]) -> dict[str, float]:

@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from cosingan_monai.core.errors import CaseError
-from cosingan_monai.core.files import write_json
+from cosingan_monai.core.files import atomic_write_path, move_files, read_json, write_json
 from cosingan_monai.data.datalists import prepare_any
 from cosingan_monai.pipeline import bundle_runner as bundles
 
@@ -27,10 +29,30 @@ def train_bundle(
 
     `threads` caps the bundle's CPU threads (None: the environment's)."""
     bundle = bundles.copy_bundle(name, root / "bundles", suffix=suffix)
+    # MONAI's CheckpointSaver writes in place (DiskSaver atomic=False): let it write into a staging folder and move
+    # each finished file into models/ afterwards, so a crash or a full disk never leaves a truncated models/model.pt
+    staging = bundle / f"models.tmp-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
     args: dict[str, Any] = {"datalist": str(datalist), "tensorboard_dir": str(root / "tensorboard" / bundle.name)}
     args.update(overrides)
-    bundles.run_bundle(bundle, "train", preset, args, threads=threads)
+    args["ckpt_dir"] = str(staging)
+    try:
+        bundles.run_bundle(bundle, "train", preset, args, threads=threads)
+        move_files(staging, bundle / "models")
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        _unstage_config(bundle, name, str(staging))
     return bundle
+
+
+def _unstage_config(bundle: Path, name: str, staging: str) -> None:
+    """Give BUNDLE/configs/train.json back the shipped ckpt_dir where the run recorded the staging folder in it."""
+    config_path = bundle / "configs" / "train.json"
+    config = read_json(config_path)
+    if isinstance(config, dict) and config.get("ckpt_dir") == staging:
+        config["ckpt_dir"] = read_json(bundles.bundle_source(name) / "configs" / "train.json")["ckpt_dir"]
+        with atomic_write_path(config_path) as tmp:
+            tmp.write_text(json.dumps(config, indent=4) + "\n", encoding="utf-8")
 
 
 def evaluate_bundle(
@@ -55,7 +77,10 @@ def _datalist_for(name: str, data: Path, out: Path, dims: int, seed: int, split:
 
 def _has_split(datalist: Path, split: str) -> bool:
     """Whether a datalist JSON holds a non-empty `split` list."""
-    return bool(json.loads(datalist.read_text()).get(split))
+    payload = read_json(datalist)  # CaseError names the file when it is not JSON
+    if not isinstance(payload, dict):
+        raise CaseError(datalist, "a datalist must be a JSON object of splits ('training', 'validation', 'test')")
+    return bool(payload.get(split))
 
 
 def train_downstream(

@@ -14,9 +14,10 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from cosingan_monai.core.files import write_json
+from cosingan_monai.core.errors import CaseError
+from cosingan_monai.core.files import atomic_write_path, write_json
 from cosingan_monai.data.conditions import build_conditions
-from cosingan_monai.data.datalists import prepare_any
+from cosingan_monai.data.datalists import find_png_pairs, find_volume_pairs, prepare_any
 from cosingan_monai.data.io import save_nifti
 from cosingan_monai.data.lungmask import body_from_lungs, body_mask
 from cosingan_monai.engines.synthesis import build_condition_items
@@ -29,7 +30,7 @@ from cosingan_monai.pipeline.pipeline import (
     synthesize,
     train_gans,
 )
-from cosingan_monai.pipeline.run_folder import RunFolder, run_stage
+from cosingan_monai.pipeline.run_folder import RunFolder, check_out, input_fingerprints, run_stage
 from cosingan_monai.pipeline.stage_lanes import plan_stages
 
 Echo = Callable[[str], None]
@@ -186,10 +187,43 @@ def classifier_skip_reason(test_cls: dict[str, Any]) -> str | None:
     return None
 
 
+def check_source(path: Path) -> None:
+    """A --dataset/--test folder must hold labelled cases (PNG slices or NIfTI volumes): CaseError names it."""
+    if (path / "images").is_dir() and any((path / "images").glob("*.png")):
+        find_png_pairs(path)
+    else:
+        find_volume_pairs(path)
+
+
+def check_experiment(opts: ExperimentOptions) -> dict[str, Any]:
+    """Validate the options and data folders before the run folder is made; returns the inputs' fingerprints.
+
+    --seeds is not fingerprinted: seeds are independent stages, so a resumed experiment may add seeds.
+    """
+    for name, value in (("--k", opts.k), ("--seeds", opts.seeds)):
+        if value < 1:
+            raise CaseError(opts.dataset, f"{name} must be at least 1, got {value}")
+    check_out(opts.out)
+    check_source(opts.dataset)
+    if opts.test is not None:
+        check_source(opts.test)
+    options = {"--k": opts.k, "--preset": opts.preset, "--strong-aug": opts.strong_aug}
+    return input_fingerprints({"--dataset": opts.dataset, "--test": opts.test}, options)
+
+
 def run_experiment(opts: ExperimentOptions, echo: Echo = print) -> str:
-    """Run every arm for every seed into opts.out; write results.json and results.md; return the table."""
+    """Run every arm for every seed into opts.out; write results.json and results.md; return the table.
+
+    Bad options or data stop it before the run folder exists; the folder stays locked while it runs.
+    """
     plan_stages(lanes=1)  # sequential stages, every core each
-    run = RunFolder(opts.out, resume=opts.resume, force=opts.force, command=opts.command)
+    inputs = check_experiment(opts)
+    with RunFolder(opts.out, resume=opts.resume, force=opts.force, command=opts.command, inputs=inputs) as run:
+        return _run_arms(run, opts, echo)
+
+
+def _run_arms(run: RunFolder, opts: ExperimentOptions, echo: Echo) -> str:
+    """Every arm for every seed in a locked run folder (see run_experiment)."""
     sizes = PIPELINE_PRESETS[opts.preset]
     data = run.root / "data"
     real = run_stage(run, "prepare_real", echo, lambda r: r.outputs.update(prepare_real(opts, data)))["outputs"]
@@ -257,7 +291,8 @@ def run_experiment(opts: ExperimentOptions, echo: Echo = print) -> str:
         run.root / "results.json",
         {"options": {k: str(v) for k, v in vars(opts).items()}, "results": results, "per_seed": per_seed},
     )
-    (run.root / "results.md").write_text(table + "\n", encoding="utf-8")
+    with atomic_write_path(run.root / "results.md") as tmp:
+        tmp.write_text(table + "\n", encoding="utf-8")
     return table
 
 

@@ -13,13 +13,22 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from cosingan_monai.core.constants import INFECTION
+from cosingan_monai.core.errors import CaseError
 from cosingan_monai.core.files import write_json
-from cosingan_monai.data.datalists import prepare_any
+from cosingan_monai.data.datalists import find_volume_pairs, prepare_any
+from cosingan_monai.data.io import load_case
 from cosingan_monai.pipeline import bundle_runner as bundles
-from cosingan_monai.pipeline.case_prep import prepare_case, write_case, write_conditions, write_training_slices
+from cosingan_monai.pipeline.case_prep import (
+    PreparedCase,
+    prepare_case,
+    write_case,
+    write_conditions,
+    write_training_slices,
+)
 from cosingan_monai.pipeline.downstream import evaluate_bundle, train_bundle
 from cosingan_monai.pipeline.report import metrics_markdown, write_report
-from cosingan_monai.pipeline.run_folder import RunFolder, run_stage
+from cosingan_monai.pipeline.run_folder import RunFolder, check_out, input_fingerprints, run_stage
 from cosingan_monai.pipeline.stage_lanes import IN_PROCESS_LOCK, StagePlan, plan_stages, run_in_lanes
 
 Echo = Callable[[str], None]
@@ -126,11 +135,74 @@ def schedule(name: str, preset: str) -> dict[str, int]:
     return {**pipeline_epochs(name, preset), **validation(preset)}
 
 
+def check_eval_dir(eval_dir: Path) -> list[tuple[Path, Path]]:
+    """The (image, label) pairs of --eval, each loaded and validated: CaseError names the folder or the bad case.
+
+    The evaluations also score the 3D segmenter, so --eval must hold NIfTI volumes (COVID-19-CT-Seg layout).
+    """
+    if not eval_dir.is_dir():
+        raise CaseError(eval_dir, "--eval must be a folder of labelled cases (COVID-19-CT-Seg layout), not a file")
+    if (eval_dir / "images").is_dir() and any((eval_dir / "images").glob("*.png")):
+        raise CaseError(eval_dir, "--eval holds PNG slices; it needs NIfTI volumes (the 3D segmenter is evaluated too)")
+    pairs = find_volume_pairs(eval_dir)
+    for image, label in pairs:
+        load_case(image, label)
+    return pairs
+
+
+def downstream_skips(prepared: PreparedCase) -> dict[str, str]:
+    """Downstream bundles that cannot be trained on this case's synthetic data, with the reason (bundle -> why)."""
+    if not (prepared.label == INFECTION).any():
+        return {
+            "covid_slice_classifier": "the case has no infection (no voxel of label 3), so every synthetic slice is "
+            "a negative: a classifier trained on one class scores nothing (its AUC would be NaN); not trained"
+        }
+    return {}
+
+
+def check_inputs(opts: PipelineOptions, echo: Echo = print) -> tuple[PreparedCase, dict[str, Any], dict[str, str]]:
+    """Validate every option and input before the run folder is made: returns the prepared case, the inputs'
+    fingerprints for run.json, and the downstream bundles to skip. Raises CaseError / RunFolderError."""
+    if opts.train_slices < 1:
+        raise CaseError(opts.case, f"--train-slices must be at least 1, got {opts.train_slices}")
+    prepared = prepare_case(opts.case, opts.label, intensity=opts.intensity)
+    n_lung = int(((prepared.label >= 1) & (prepared.label <= 3)).any(axis=(0, 1)).sum())
+    if opts.train_slices > n_lung:
+        depth = prepared.label.shape[2]
+        raise CaseError(opts.case, f"--train-slices {opts.train_slices}: only {n_lung} of its {depth} slices hold lung")
+    skips = downstream_skips(prepared)
+    for name, reason in skips.items():
+        echo(f"warning: {opts.case}: {reason} ({name})")
+    check_out(opts.out)
+    if opts.eval_dir is not None:
+        check_eval_dir(opts.eval_dir)
+    files = {"--case": opts.case, "--label": prepared.source.label_path, "--eval": opts.eval_dir}
+    options = {
+        "--preset": opts.preset,
+        "--train-slices": opts.train_slices,
+        "--intensity": opts.intensity,
+        "--seed": opts.seed,
+        "--strong-aug": opts.strong_aug,
+        "sizes": opts.sizes,
+    }
+    return prepared, input_fingerprints(files, options), skips
+
+
 def run_pipeline(opts: PipelineOptions, echo: Echo = print) -> str:
-    """Run every stage into opts.out and return the summary table; CaseError stops it before any training."""
+    """Run every stage into opts.out and return the summary table; bad input stops it before the run folder exists.
+
+    The run folder stays locked for the whole run: a second run on it is refused while this one goes.
+    """
     plan = plan_stages(opts.lanes)
-    prepared = prepare_case(opts.case, opts.label, intensity=opts.intensity)  # validate before touching the disk
-    run = RunFolder(opts.out, resume=opts.resume, force=opts.force, command=opts.command)
+    prepared, inputs, skips = check_inputs(opts, echo)  # validate before touching the disk
+    with RunFolder(opts.out, resume=opts.resume, force=opts.force, command=opts.command, inputs=inputs) as run:
+        return _run_stages(run, opts, prepared, plan, skips, echo)
+
+
+def _run_stages(
+    run: RunFolder, opts: PipelineOptions, prepared: PreparedCase, plan: StagePlan, skips: dict[str, str], echo: Echo
+) -> str:
+    """The pipeline's stages in a locked run folder (see run_pipeline)."""
     data = run.root / "data"
 
     def validate(result: Any) -> None:
@@ -221,12 +293,16 @@ def run_pipeline(opts: PipelineOptions, echo: Echo = print) -> str:
     }
     if opts.eval_dir is None:
         trainings.pop("covid_seg_2d_baseline")  # the baseline exists to be compared on evaluation cases
+    for name in skips:
+        trainings.pop(name)
     jobs = {name: partial(run_stage, run, f"train_{name}", echo, body, ("sample",)) for name, body in trainings.items()}
     run_in_lanes(jobs, plan.lanes)
 
     metrics: dict[str, Any] = {"preset": opts.preset, "case": str(opts.case), "timings_s": {}}
+    if skips:
+        metrics["skipped"] = skips
     if opts.eval_dir is not None:
-        metrics["evaluation"] = evaluate_all(run, opts, echo, plan)
+        metrics["evaluation"] = evaluate_all(run, opts, echo, plan, tuple(skips))
     for stage_manifest in sorted(run.manifests.glob("*.json")):
         m = json.loads(stage_manifest.read_text())
         metrics["timings_s"][m["stage"]] = m["wall_s"]
@@ -259,8 +335,11 @@ def real_slice_datalist(slices: list[dict[str, Any]], repeats: int, out: Path) -
     return write_json(out, {"training": training, "validation": entries, "test": []})
 
 
-def evaluate_all(run: RunFolder, opts: PipelineOptions, echo: Echo, plan: StagePlan) -> dict[str, Any]:
-    """Evaluate the synthetic-trained bundles and the real-slice + strong-augmentation baseline on opts.eval_dir."""
+def evaluate_all(
+    run: RunFolder, opts: PipelineOptions, echo: Echo, plan: StagePlan, skip: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """Evaluate the synthetic-trained bundles (but those in `skip`, never trained) and the real-slice +
+    strong-augmentation baseline on opts.eval_dir."""
     eval_root = run.root / "data" / "eval"
 
     def prepare(result: Any) -> None:
@@ -277,6 +356,8 @@ def evaluate_all(run: RunFolder, opts: PipelineOptions, echo: Echo, plan: StageP
         "covid_seg_3d": lists["datalist_3d"],
         "covid_seg_2d_baseline": lists["datalist"],
     }
+    for name in skip:
+        eval_lists.pop(name)
 
     def evaluate(result: Any, name: str) -> None:
         bundle = run.root / "bundles" / name

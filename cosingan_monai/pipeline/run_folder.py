@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
+import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -11,13 +13,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cosingan_monai.core.files import write_json
+from cosingan_monai.core.files import file_fingerprint, read_json, remove_stale_temps, write_json
 
 RUN_MARKER = "run.json"
+#: the lock file of a run folder: one run at a time per folder (flock), holding the pid of the run that has it
+LOCK_NAME = ".lock"
 
 
 class RunFolderError(RuntimeError):
-    """The run folder cannot be used as asked (exists without --resume/--force, or is not a run folder)."""
+    """The run folder cannot be used as asked (exists without --resume/--force, is not a run folder, is locked by
+    another run, holds a run of other inputs, or cannot be created)."""
 
 
 @dataclass
@@ -28,24 +33,102 @@ class StageResult:
     metrics: dict[str, Any] = field(default_factory=dict)
 
 
-class RunFolder:
-    """Owns RUN/: creation policy, per-stage manifests (RUN/manifests/<stage>.json) and stage timing."""
+def check_out(root: str | Path) -> Path:
+    """Refuse an --out that cannot be a run folder (an existing file, a path under a file, an unwritable parent)
+    before anything is written; returns it absolute."""
+    path = Path(root).absolute()
+    if path.exists() and not path.is_dir():
+        raise RunFolderError(f"{path}: --out is an existing file, not a folder; pick another --out")
+    ancestor = path
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise RunFolderError(f"{path}: --out lies under {ancestor}, which is a file, not a folder; pick another --out")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise RunFolderError(f"{path}: --out cannot be created: {ancestor} is not writable; pick another --out")
+    return path
 
-    def __init__(self, root: str | Path, resume: bool = False, force: bool = False, command: str = "") -> None:
-        self.root = Path(root).resolve()  # bundles run with their own folder as cwd: paths must be absolute
+
+def input_fingerprints(files: dict[str, str | Path | None], options: dict[str, Any]) -> dict[str, Any]:
+    """What a run was started from: size + sha256 of each input file or folder (None: not given) and the options;
+    stored in run.json so that --resume with other inputs is refused."""
+    out: dict[str, Any] = {name: (file_fingerprint(p) if p is not None else None) for name, p in files.items()}
+    out.update(options)
+    return out
+
+
+def fingerprint_changes(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """The inputs that differ between two `input_fingerprints` (a moved but identical file is no change)."""
+
+    def show(value: Any) -> str:
+        if isinstance(value, dict) and "sha256" in value:
+            return f"{value['path']} ({value['size']} bytes, sha256 {value['sha256'][:12]})"
+        return "none" if value is None else json.dumps(value)
+
+    changes = []
+    for key in sorted(set(before) | set(now)):
+        old, new = before.get(key), now.get(key)
+        if isinstance(old, dict) and isinstance(new, dict) and "sha256" in old and "sha256" in new:
+            same = (old.get("size"), old.get("sha256")) == (new.get("size"), new.get("sha256"))
+        else:
+            same = old == new
+        if not same:
+            changes.append(f"{key}: was {show(old)}, now {show(new)}")
+    return changes
+
+
+#: open lock files of this process (their descriptors are passed on to bundle subprocesses, so that a run's
+#: bundles keep the folder locked even when the run itself was killed)
+HELD_LOCKS: set[int] = set()
+
+
+def _lock(root: Path) -> int:
+    """Take RUN/.lock (fcntl.flock, exclusive, non-blocking) and return its descriptor; RunFolderError if held.
+
+    The kernel drops a flock when its last holder dies, so a lock left by a killed run is simply taken over.
+    """
+    fd = os.open(root / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
+        os.close(fd)
+        raise RunFolderError(
+            f"{root}: another cosingan-monai run (pid {holder}) is using this folder; wait for it to end, or stop it"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    HELD_LOCKS.add(fd)
+    return fd
+
+
+class RunFolder:
+    """Owns RUN/: creation policy, one lock per folder, input fingerprints, per-stage manifests
+    (RUN/manifests/<stage>.json) and stage timing. Use it as a context manager (or call close()) to unlock."""
+
+    def __init__(
+        self,
+        root: str | Path,
+        resume: bool = False,
+        force: bool = False,
+        command: str = "",
+        inputs: dict[str, Any] | None = None,
+    ) -> None:
+        self.root = check_out(root).resolve()  # bundles run with their own folder as cwd: paths must be absolute
+        self._lock_fd: int | None = None
         marker = self.root / RUN_MARKER
-        if self.root.exists() and any(self.root.iterdir()):
-            if not marker.exists():
-                raise RunFolderError(f"{self.root}: exists and is not a cosingan-monai run folder; pick another --out")
-            if force:
-                shutil.rmtree(self.root)
-            elif not resume:
-                raise RunFolderError(
-                    f"{self.root}: a previous run is there; pass --resume to continue it or --force to replace it"
-                )
-        self.root.mkdir(parents=True, exist_ok=True)
-        if not marker.exists():
-            write_json(marker, {"created": time.strftime("%Y-%m-%dT%H:%M:%S"), "command": command})
+        if self.root.is_dir() and not marker.exists() and any(p.name != LOCK_NAME for p in self.root.iterdir()):
+            raise RunFolderError(f"{self.root}: exists and is not a cosingan-monai run folder; pick another --out")
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            self._lock_fd = _lock(self.root)
+        except OSError as exc:
+            raise RunFolderError(f"{self.root}: cannot create the run folder ({exc.strerror or exc})") from None
+        try:
+            self._open(marker, resume, force, command, inputs)
+        except BaseException:
+            self.close()
+            raise
         self.manifests = self.root / "manifests"
         self.manifests.mkdir(exist_ok=True)
         self.timings: dict[str, float] = {}
@@ -53,6 +136,50 @@ class RunFolder:
         self.rerun_from: str | None = None
         #: every stage this invocation actually ran, for stages that name the stages they depend on
         self.ran: set[str] = set()
+
+    def _open(self, marker: Path, resume: bool, force: bool, command: str, inputs: dict[str, Any] | None) -> None:
+        """Under the lock: apply --resume/--force, refuse other inputs, sweep stale temp files, write run.json."""
+        if marker.exists():
+            if force:
+                for child in self.root.iterdir():
+                    if child.name != LOCK_NAME:
+                        shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+            elif not resume:
+                raise RunFolderError(
+                    f"{self.root}: a previous run is there; pass --resume to continue it or --force to replace it"
+                )
+        remove_stale_temps(self.root)
+        info = read_json(marker) if marker.exists() else {}
+        if inputs is not None and info.get("inputs") is not None:
+            changes = fingerprint_changes(info["inputs"], inputs)
+            if changes:
+                raise RunFolderError(
+                    f"{self.root}: --resume with other inputs than this run was started with ("
+                    + "; ".join(changes)
+                    + "); give the same inputs, or --force to replace the run, or another --out"
+                )
+        if not marker.exists() or (inputs is not None and info.get("inputs") is None):
+            info = {"created": time.strftime("%Y-%m-%dT%H:%M:%S"), "command": command, **info}
+            if inputs is not None:
+                info["inputs"] = inputs
+            write_json(marker, info)
+
+    def close(self) -> None:
+        """Release the folder's lock (the kernel also does when the process ends)."""
+        if self._lock_fd is not None:
+            HELD_LOCKS.discard(self._lock_fd)
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def __enter__(self) -> RunFolder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):  # at interpreter exit os may already be gone; the kernel unlocks then
+            self.close()
 
     def path(self, *parts: str) -> Path:
         """A path inside the run folder, with its parent created."""
