@@ -1,0 +1,281 @@
+"""Reliability of run folders and outputs: one run per folder (a lock that a killed run hands over), resume only with
+the same inputs, stale temp files swept, and a full disk reported as `no space left on device: PATH` with nothing
+half-written left that looks complete; then a resume finishes."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from cosingan_monai.cli import main
+from cosingan_monai.core.errors import no_space_message
+from cosingan_monai.core.files import atomic_write_path, remove_stale_temps
+from cosingan_monai.phantom.generator import write_phantom_dataset
+from cosingan_monai.pipeline import bundle_runner as bundles
+from cosingan_monai.pipeline.downstream import train_bundle
+from cosingan_monai.pipeline.run_folder import LOCK_NAME, RunFolder, RunFolderError, input_fingerprints
+
+HOLDER = """
+import sys, time
+from pathlib import Path
+from cosingan_monai.pipeline.run_folder import RunFolder, RunFolderError
+go = Path(sys.argv[2])
+while not go.exists():
+    time.sleep(0.005)
+try:
+    run = RunFolder(sys.argv[1], resume=sys.argv[3] == "resume")
+except RunFolderError as exc:
+    print("refused:", exc, flush=True)
+    sys.exit(3)
+print("locked", flush=True)
+time.sleep(120)
+"""
+
+
+def _holder(root: Path, go: Path, mode: str = "fresh") -> subprocess.Popen:
+    """A process that opens RUN as a pipeline does once `go` exists, and keeps it (sleeps) until killed."""
+    return subprocess.Popen([sys.executable, "-c", HOLDER, str(root), str(go), mode], stdout=subprocess.PIPE, text=True)
+
+
+def test_a_second_run_is_refused_while_the_first_runs_and_a_killed_runs_lock_is_taken_over(tmp_path):
+    root, go = tmp_path / "run", tmp_path / "go"
+    go.touch()
+    first = _holder(root, go)
+    try:
+        assert first.stdout.readline().strip() == "locked"
+        (root / "manifests" / "train_gan.json").write_text("{}")
+        for kwargs in ({"resume": True}, {"force": True}, {}):
+            with pytest.raises(RunFolderError, match=rf"another cosingan-monai run \(pid {first.pid}\)"):
+                RunFolder(root, **kwargs)
+        assert (root / "manifests" / "train_gan.json").exists()  # --force did not delete a running run's files
+    finally:
+        first.send_signal(signal.SIGKILL)  # kill -9: no cleanup runs, the lock file stays behind
+        first.wait()
+    assert (root / LOCK_NAME).exists()
+    with RunFolder(root, resume=True) as run:  # the kernel dropped the dead run's flock: taken over
+        assert (root / LOCK_NAME).read_text().strip() == str(os.getpid())
+        with pytest.raises(RunFolderError, match="another cosingan-monai run"):
+            RunFolder(root, resume=True)  # one lock per folder, within one process too
+        assert run.manifest("train_gan") == {}
+    RunFolder(root, resume=True).close()  # closing released it
+
+
+@pytest.mark.parametrize("round_", range(3))
+def test_two_fresh_starts_at_once_exactly_one_wins(tmp_path, round_):
+    root, go = tmp_path / "run", tmp_path / "go"
+    procs = [_holder(root, go), _holder(root, go)]
+    try:
+        time.sleep(0.5)  # both started and waiting at the barrier
+        go.touch()
+        lines = [p.stdout.readline().strip() for p in procs]
+        assert sorted(line == "locked" for line in lines) == [False, True], lines
+        loser = next(line for line in lines if line != "locked")
+        assert "another cosingan-monai run" in loser or "a previous run is there" in loser
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+
+
+def test_resume_with_other_inputs_is_refused_naming_what_changed(tmp_path):
+    case, label = tmp_path / "case.nii.gz", tmp_path / "label.nii.gz"
+    case.write_bytes(b"case v1")
+    label.write_bytes(b"label v1")
+    options = {"--preset": "test", "--seed": 0, "sizes": {"conditions": 12}}
+    RunFolder(tmp_path / "run", inputs=input_fingerprints({"--case": case, "--label": label}, options)).close()
+    stored = json.loads((tmp_path / "run" / "run.json").read_text())["inputs"]
+    assert stored["--case"]["size"] == 7 and len(stored["--case"]["sha256"]) == 64
+
+    moved = tmp_path / "moved.nii.gz"  # the same bytes under another name is the same input
+    shutil.copy(case, moved)
+    RunFolder(tmp_path / "run", resume=True, inputs=input_fingerprints({"--case": moved, "--label": label}, options))
+
+    label.write_bytes(b"label v2")
+    changed = {**options, "--seed": 1, "sizes": {"conditions": 64}}
+    with pytest.raises(RunFolderError) as err:
+        RunFolder(tmp_path / "run", resume=True, inputs=input_fingerprints({"--case": case, "--label": label}, changed))
+    message = str(err.value)
+    assert "--resume with other inputs" in message
+    assert "--label: was" in message and "--seed: was 0, now 1" in message and "sizes: was" in message
+    assert "--case" not in message  # unchanged inputs are not named
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["inputs"] == stored  # the record is kept
+
+
+def test_stale_temp_files_of_dead_runs_are_swept_and_nothing_else(tmp_path):
+    root = tmp_path / "run"
+    RunFolder(root).close()
+    stale = [
+        root / "metrics.json.tmp-4242",
+        root / "bundles" / "covid_seg_3d.tmp-4242" / "configs" / "train.json",
+        root / "bundles" / "covid_seg_2d" / "models.tmp-77" / "model.pt",
+        root / "bundles" / "covid_seg_2d" / "models" / "model.tmp-77.ts",
+    ]
+    kept = [root / "bundles" / "covid_seg_2d" / "models" / "model.pt", root / "data" / "notes.tmp.txt"]
+    for path in stale + kept:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x")
+    RunFolder(root, resume=True).close()
+    assert [p for p in stale if p.exists()] == []
+    assert not (root / "bundles" / "covid_seg_3d.tmp-4242").exists()
+    assert not (root / "bundles" / "covid_seg_2d" / "models.tmp-77").exists()
+    assert all(p.exists() for p in kept)
+    assert remove_stale_temps(root) == []
+
+
+# ------------------------------------------------------------------------------------------------ disk full
+
+
+def test_a_full_disk_during_an_atomic_write_names_the_file_and_keeps_the_old_one(tmp_path):
+    target = tmp_path / "model.pt"
+    target.write_bytes(b"the complete old model")
+    with pytest.raises(OSError) as err, atomic_write_path(target) as tmp:
+        tmp.write_bytes(b"half of the new")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # what write() raises: no file name
+    assert err.value.errno == errno.ENOSPC and err.value.filename == str(target)
+    assert no_space_message(err.value) == f"no space left on device: {target}"
+    assert target.read_bytes() == b"the complete old model"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]
+
+
+def test_no_space_message_finds_enospc_through_wrappers():
+    inner = OSError(errno.ENOSPC, "No space left on device", "/data/x.nii.gz")
+    try:
+        try:
+            raise inner
+        except OSError as exc:
+            raise RuntimeError("stage failed") from exc
+    except RuntimeError as outer:
+        assert no_space_message(outer) == "no space left on device: /data/x.nii.gz"
+    copy_error = shutil.Error([("/src/a", "/dst/a", "[Errno 28] No space left on device")])
+    assert no_space_message(copy_error) == "no space left on device: /dst/a"
+    assert no_space_message(OSError(errno.EACCES, "Permission denied")) is None
+
+
+def test_a_bundle_that_runs_out_of_space_raises_enospc_naming_where(tmp_path):
+    """A real ENOSPC inside a monai.bundle subprocess (it writes to /dev/full) becomes an OSError, not a bare
+    'bundle failed' RuntimeError."""
+    if not Path("/dev/full").exists():
+        pytest.skip("no /dev/full on this machine")
+    bundle = tmp_path / "full_disk"
+    (bundle / "configs").mkdir(parents=True)
+    for name in ("metadata.json", "logging.conf"):
+        shutil.copy(bundles.bundle_source("covid_seg_2d") / "configs" / name, bundle / "configs" / name)
+    config = {"bundle_root": ".", "run": ["$open('/dev/full', 'wb').write(b'x' * 65536)"]}
+    (bundle / "configs" / "train.json").write_text(json.dumps(config))
+    with pytest.raises(OSError) as err:
+        bundles.run_bundle(bundle, "train", "full", {})
+    assert err.value.errno == errno.ENOSPC
+    assert no_space_message(err.value) == f"no space left on device: {bundle.resolve()}"
+    assert "No space left on device" in (bundle / "logs" / "train.log").read_text()
+
+
+def test_downstream_training_never_leaves_a_partial_model(tmp_path, monkeypatch):
+    """MONAI's CheckpointSaver writes in place; train_bundle lets it write into models.tmp-<pid>/ and moves only
+    the files of a finished run into models/."""
+    calls = []
+
+    def full_disk(bundle, workflow, preset, overrides, **kwargs):
+        calls.append(overrides["ckpt_dir"])
+        partial = Path(overrides["ckpt_dir"]) / "model.pt"
+        partial.parent.mkdir(parents=True)
+        partial.write_bytes(b"PK\x03\x04 first half of a checkpoint")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(partial))
+
+    monkeypatch.setattr(bundles, "run_bundle", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        train_bundle("covid_seg_2d", tmp_path / "datalist.json", tmp_path, "test")
+    bundle = tmp_path / "bundles" / "covid_seg_2d"
+    assert Path(calls[0]).parent == bundle and Path(calls[0]).name == f"models.tmp-{os.getpid()}"
+    assert not (bundle / "models" / "model.pt").exists()
+    assert [p.name for p in bundle.iterdir() if ".tmp-" in p.name] == []
+
+    def finishes(bundle, workflow, preset, overrides, **kwargs):
+        ckpt = Path(overrides["ckpt_dir"])
+        ckpt.mkdir(parents=True)
+        torch.save({"model": {"w": torch.ones(2)}}, ckpt / "model.pt")
+
+    monkeypatch.setattr(bundles, "run_bundle", finishes)
+    train_bundle("covid_seg_2d", tmp_path / "datalist.json", tmp_path, "test")
+    state = torch.load(bundle / "models" / "model.pt", weights_only=True)
+    assert torch.equal(state["model"]["w"], torch.ones(2))
+    assert [p.name for p in bundle.iterdir() if ".tmp-" in p.name] == []
+    shipped = json.loads((bundles.bundle_source("covid_seg_2d") / "configs" / "train.json").read_text())
+    assert json.loads((bundle / "configs" / "train.json").read_text())["ckpt_dir"] == shipped["ckpt_dir"]
+
+
+def test_cli_says_no_space_left_on_device_and_leaves_no_partial_file(tmp_path, monkeypatch):
+    real_replace = os.replace
+
+    def replace(src, dst, *args, **kwargs):
+        if str(dst).endswith(".nii.gz"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_replace(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", replace)
+    out = tmp_path / "phantoms"
+    result = CliRunner().invoke(main, ["phantom", "--out", str(out), "--cases", "1", "--size", "32", "--slices", "4"])
+    assert result.exit_code == 1, result.output
+    assert "Error: no space left on device: " in result.output and str(out) in result.output
+    assert "Traceback" not in result.output
+    assert [p for p in out.rglob("*") if p.is_file() and (".tmp-" in p.name or p.name.endswith(".nii.gz"))] == []
+
+
+@pytest.fixture(scope="module")
+def case(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("phantom")
+    return write_phantom_dataset(root, cases=1, seed=0, size=64, slices=8, healthy_fraction=0.0)[0][0]
+
+
+def _model_files_load(run: Path) -> list[Path]:
+    """Every model.pt in the run loads with weights_only=True (none is truncated); returns them."""
+    models = sorted(run.rglob("model.pt"))
+    for path in models:
+        torch.load(path, map_location="cpu", weights_only=True)
+    return models
+
+
+def test_pipeline_on_a_full_disk_stops_cleanly_and_resume_finishes(case, tmp_path, monkeypatch):
+    """The disk fills while the 3D segmenter's bundle is copied (the other trainings run on): one line names the
+    file, no half bundle and no truncated model remain, no manifest claims the stage; a resume finishes the run."""
+    run = tmp_path / "run"
+    real_copyfile = shutil.copyfile
+
+    def copyfile(src, dst, *args, **kwargs):
+        if "covid_seg_3d.tmp-" in str(dst) and str(dst).endswith("train.json"):
+            Path(dst).write_bytes(Path(src).read_bytes()[:100])  # a partial copy, then the disk is full
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(dst))
+        return real_copyfile(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(shutil, "copyfile", copyfile)
+    args = ["pipeline", "--case", str(case), "--preset", "test", "--out", str(run)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1, result.output
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith("Error: no space left on device: ") and "covid_seg_3d.tmp-" in last, last
+    assert "Traceback" not in result.output
+    assert not list(run.rglob("*.tmp-*")), list(run.rglob("*.tmp-*"))
+    assert not (run / "bundles" / "covid_seg_3d").exists()
+    assert not (run / "manifests" / "train_covid_seg_3d.json").exists()
+    assert not (run / "metrics.json").exists() and not (run / "report.md").exists()
+    assert (run / "manifests" / "train_covid_seg_2d.json").exists()  # the sibling training ran to its end
+    assert len(_model_files_load(run)) == 3  # GAN, 2D segmenter, classifier: each one whole
+
+    monkeypatch.setattr(shutil, "copyfile", real_copyfile)  # space freed
+    result = CliRunner().invoke(main, [*args, "--resume"])
+    assert result.exit_code == 0, result.output
+    assert "[train_gan] already finished" in result.output and "[train_covid_seg_2d] already finished" in result.output
+    assert "[train_covid_seg_3d] started" in result.output
+    assert len(_model_files_load(run)) == 4
+    assert json.loads((run / "metrics.json").read_text())["preset"] == "test"
+    assert not list(run.rglob("*.tmp-*"))
