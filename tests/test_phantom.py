@@ -8,6 +8,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from scipy import ndimage
 
 from cosingan_monai.cli import main
 from cosingan_monai.phantom.generator import (
@@ -23,6 +24,7 @@ from cosingan_monai.phantom.generator import (
     make_phantom_case,
     write_phantom_dataset,
 )
+from cosingan_monai.phantom.lesions import septal_network
 
 SMALL = {"size": 64, "slices": 16}
 
@@ -57,7 +59,7 @@ def test_hu_per_tissue(full_case):
         assert mask.sum() > 100
         return float(np.median(img[mask]))
 
-    assert -900 <= median((lab == LEFT_LUNG) | (lab == RIGHT_LUNG)) <= -750
+    assert -900 <= median((lab == LEFT_LUNG) | (lab == RIGHT_LUNG)) <= -650  # per-patient level: test below
     assert -750 <= median(lab == INFECTION) <= -100
     assert median(tis == Tissue.AIR) < -900  # air outside the body
     assert -130 <= median(tis == Tissue.FAT) <= -70
@@ -83,16 +85,70 @@ def test_scanner_noise(full_case):
 def test_healthy_lung_density_is_realistic_at_any_slice_thickness(slices):
     """Healthy lung keeps a real lung's density histogram whether slices are 5 mm or 40 mm thick.
 
-    Reference: the high-attenuation area (HAA, share of lung voxels between -600 and -250 HU) of healthy
-    non-smokers is about 4-8% (MESA lung studies), mean lung density about -850..-800 HU. Vessels used to be drawn
-    at full density over a thick slice's whole z range, which gave 40 mm slices an HAA of 17%.
+    References: the high-attenuation area (HAA, share of lung voxels between -600 and -250 HU) of healthy
+    non-smokers is about 4-8% (MESA lung studies), mean lung density about -850..-800 HU; the non-lesion lung of
+    MedSeg-dev's COVID-19 slices measures -641 HU (benchmarks/phantom_realism.py). The phantom's per-patient lung
+    level (`Anatomy.lung_offset`) spans the two. Vessels used to be drawn at full density over a thick slice's
+    whole z range, which gave 40 mm slices an HAA of 17% at a lung level of -800 HU.
     """
-    case = make_phantom_case(901, size=128, slices=slices, healthy=True)
+    case = make_phantom_case(902, size=128, slices=slices, healthy=True)
     lung = case.image[case.label > 0]
     haa = float(((lung > -600) & (lung < -250)).mean())
     print(f"{slices} slices: HAA {haa:.3f}, mean {lung.mean():.0f} HU")
-    assert 0.005 < haa < 0.09
-    assert -880 < float(lung.mean()) < -760
+    assert 0.01 < haa < 0.12
+    assert -800 < float(lung.mean()) < -680
+    assert abs(haa - make_haa(902, 48)) < 0.04  # thick slices: the same histogram, not a denser one
+
+
+def make_haa(seed: int, slices: int) -> float:
+    """HAA of a healthy 128 px phantom (the reference thickness for the test above)."""
+    case = make_phantom_case(seed, size=128, slices=slices, healthy=True)
+    lung = case.image[case.label > 0]
+    return float(((lung > -600) & (lung < -250)).mean())
+
+
+def test_lesion_levels_match_medseg(full_case):
+    """Lesion HU level and its spread across slices are close to real COVID-19 CT.
+
+    Reference (MedSeg-dev, 128 px, inside the masks): lesions -383 HU with sd 134 across slices
+    (benchmarks/phantom_realism.py). Per slice of the 256 px phantom, pooled over four cases."""
+    case, _, _ = full_case
+    means = []
+    for seed in (1, 1001, 1002, 1003):
+        c = case if seed == 1 else make_phantom_case(seed)
+        inf = c.label == INFECTION
+        means += [float(c.image[..., z][inf[..., z]].mean()) for z in range(c.label.shape[2]) if inf[..., z].sum() > 80]
+    print(f"lesion per-slice mean {np.mean(means):.0f} HU, sd {np.std(means):.0f} over {len(means)} slices")
+    assert -470 < np.mean(means) < -300
+    assert 70 < np.std(means) < 200
+
+
+def test_vessels_run_through_ground_glass(full_case):
+    """A vessel crossing a lesion stays visible: lesion voxels on the healthy twin's vessels are denser.
+
+    The twin (same seed, healthy) has the same trees; its voxels above -300 HU inside the lung are vessel cores."""
+    case, _, _ = full_case
+    twin = make_phantom_case(1, healthy=True)
+    inf = case.label == INFECTION
+    vessel = inf & (twin.image > -300)
+    paren = inf & (twin.image < -750)
+    assert vessel.sum() > 200 and paren.sum() > 2000
+    lift = float(np.median(case.image[vessel]) - np.median(case.image[paren]))
+    print(f"vessel voxels in lesions: {vessel.sum()}, {lift:.0f} HU above the lesion parenchyma")
+    assert lift > 150
+
+
+def test_septal_network_is_a_connected_polygonal_mesh():
+    """Crazy paving's septa: thin walls between lobule cells, one connected network covering a minority of voxels."""
+    axis = np.arange(0, 40, 0.7, dtype=np.float32)
+    septa = septal_network((axis, axis, np.arange(0, 20, 2.5, dtype=np.float32)), np.random.default_rng(0))
+    wall = septa > 0.5
+    share = float(wall.mean())
+    labels, n = ndimage.label(wall)
+    largest = np.bincount(labels.ravel())[1:].max() / wall.sum()
+    cells, n_cells = ndimage.label(~wall[..., 4])  # one plane: the walls cut it into many polygons
+    print(f"septum share {share:.2f}, largest component {largest:.2f}, {n_cells} cells in a plane")
+    assert 0.08 < share < 0.45 and largest > 0.9 and n_cells >= 10
 
 
 def test_labels_left_right_and_infection_inside_lungs(full_case):

@@ -141,6 +141,7 @@ class Anatomy:
     gastric_bubble: bool
     noise_std: float
     table_gap: float
+    lung_offset: float
 
 
 def sample_anatomy(rng: np.random.Generator) -> Anatomy:
@@ -179,6 +180,7 @@ def sample_anatomy(rng: np.random.Generator) -> Anatomy:
         gastric_bubble=bool(rng.random() < 0.6),
         noise_std=u(10, 25),
         table_gap=u(4, 14),
+        lung_offset=u(0, 150),  # inspiration depth and interstitial density vary between patients
     )
 
 
@@ -515,7 +517,10 @@ def paint_lungs(s: Scene) -> None:
     env = left | right
     y_front, y_cp = s.marks["y_front"][None, None], s.marks["y_cp"][None, None]
     post = np.clip((y_front - s.y) / (y_front - y_cp), 0, 1)  # gravity-dependent density, supine patient
-    lung_hu = (-885.0 + 55.0 * post**3 + s.tex("med", 14) + s.tex("tex", 10)).astype(np.float32)
+    lung_hu = -885.0 + an.lung_offset + 55.0 * post**3 + s.tex("med", 14) + s.tex("tex", 10)
+    if "fine" in s.fields:  # interstitium and unresolved small vessels: real lung's fine texture (results.md)
+        lung_hu = lung_hu + s.tex("fine", 40)
+    lung_hu = lung_hu.astype(np.float32)
     s.paint(env, lung_hu, Tissue.LUNG)
     m.update(lungs=env, left=left, right=right)
     s.fields["lung_hu"] = lung_hu

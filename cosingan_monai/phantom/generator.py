@@ -72,6 +72,7 @@ def make_phantom_case(seed: int, size: int = 256, slices: int = 48, healthy: boo
     anatomy = sample_anatomy(rng)
     fields = {name: smooth_field(rng, grid, cell) for name, cell in (("shape", 14.0), ("ret", 5.0), ("tex", 2.6))}
     fields["med"] = smooth_field(rng, grid, 9.0)
+    fields["fine"] = smooth_field(rng, grid, 3.0)
     scene = Scene(grid, anatomy, fields)
     paint_body_wall(scene)
     paint_abdomen(scene)

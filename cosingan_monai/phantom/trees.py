@@ -120,7 +120,8 @@ def grow_tree(
 def paint_trees(s: Scene, rng: np.random.Generator) -> list[Segment]:
     """Paint pulmonary arteries (from the hila), veins (to the left atrium) and bronchial walls; returns lumens.
 
-    The airway lumens are returned, not painted, so they can go on after the lesions (air bronchograms).
+    The airway lumens are returned, not painted, so they can go on after the lesions (air bronchograms). The
+    vessel and wall occupancies are left in `s.fields` ("vessel_frac", "wall_frac") for the lesion painter.
     """
     an, grid, lungs = s.an, s.grid, s.masks["lungs"]
 
@@ -165,6 +166,8 @@ def paint_trees(s: Scene, rng: np.random.Generator) -> list[Segment]:
     wfrac = np.zeros(grid.shape, np.float32)
     raster_segments(grid, walls, wfrac)
     s.hu[:] = np.where(background & (wfrac > 0), np.maximum(s.hu, s.hu + wfrac * (25.0 - s.hu)), s.hu)
+    # kept so the lesions can be composed under the trees (vessels run through ground glass, lesions.py)
+    s.fields["vessel_frac"], s.fields["wall_frac"] = vfrac, wfrac
     return lumens
 
 
