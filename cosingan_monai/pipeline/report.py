@@ -11,6 +11,7 @@ import numpy as np
 
 from cosingan_monai.core.files import atomic_write_path
 from cosingan_monai.pipeline.figures import curves, read_scalars, slice_grid
+from cosingan_monai.pipeline.heldout import heldout_markdown
 from cosingan_monai.pipeline.run_folder import RunFolder
 
 #: TensorBoard tags worth a curve in the report (substring match); the GAN logs many more per scale.
@@ -95,6 +96,9 @@ def write_report(run: RunFolder, metrics: dict[str, Any]) -> Path:
         f"TensorBoard: `tensorboard --logdir {run.root / 'tensorboard'}`",
         "",
     ]
+    held = heldout_markdown(metrics.get("heldout") or {})
+    if held:  # last, so the report ends with the verdict line
+        parts += ["## Held-out figure", "", held, ""]
     final = run.root / "report.md"
     with atomic_write_path(final) as tmp:
         tmp.write_text("\n".join(parts), encoding="utf-8")
