@@ -12,6 +12,7 @@ from cosingan_monai.core.errors import no_space_message
 COMMANDS: dict[str, str] = {
     "phantom": "cosingan_monai.commands.phantom:phantom",
     "inspect": "cosingan_monai.commands.inspect:inspect_case",
+    "datalist": "cosingan_monai.commands.datalist:datalist",
     "label-app": "cosingan_monai.commands.label_app:label_app",
     "pipeline": "cosingan_monai.commands.pipeline:pipeline",
     "experiment": "cosingan_monai.commands.experiment:experiment",

@@ -80,6 +80,17 @@ def test_verify_metadata_offline(name, tmp_path):
         verify_metadata(meta_file=str(tmp_path / "b.json"), filepath=str(SCHEMA))
 
 
+@pytest.mark.parametrize("name", (*DOWNSTREAM, "cosingan_train", "cosingan_sample"))
+def test_metadata_uses_no_deprecated_ids(name):
+    """MONAI renames deprecated metadata ids with a warning on every run; the bundles use the current names."""
+    from monai.bundle.utils import DEPRECATED_ID_MAPPING
+
+    meta = _cfg(name, "metadata")
+    assert not set(DEPRECATED_ID_MAPPING) & set(meta), name
+    assert set(DEPRECATED_ID_MAPPING.values()) <= set(meta), name
+    assert meta["schema"].endswith("meta_schema_20240725.json")
+
+
 @pytest.mark.parametrize("name", DOWNSTREAM)
 def test_verify_net_in_out(name):
     from monai.bundle import verify_net_in_out

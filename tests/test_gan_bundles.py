@@ -117,3 +117,56 @@ def test_pick_slice_override_and_clear_errors():
         scripts.PickSliced(slice=9)(data)
     with pytest.raises(ValueError, match="slice must be an int or 'auto'"):
         scripts.PickSliced(slice="middle")
+
+
+def test_generator_wrapper_is_the_pyramid_and_scripts(trained_bundle):
+    """cosingan_sample's network_def, CoSinGANGenerator, gives CoSinGAN.generate's images for the same noise, also
+    as TorchScript, and takes the model file's state_dict key for key."""
+    import torch
+    import torch.nn.functional as F
+
+    from cosingan_monai.networks.synthesis_net import CoSinGANGenerator
+
+    path = trained_bundle / "models" / "model.pt"
+    model = CoSinGAN.load(path)
+    net = CoSinGANGenerator.load(path)
+    cond = model.train_condition.expand(2, -1, -1, -1)
+    noise = torch.randn(2, 2 * model.num_scales, *cond.shape[-2:], generator=torch.Generator().manual_seed(3))
+    conds = model.condition_pyramid(cond)
+    per_scale = [
+        tuple(F.interpolate(noise[:, 2 * n + k : 2 * n + k + 1], size=c.shape[-2:], mode="nearest") for k in (0, 1))
+        for n, c in enumerate(conds)
+    ]
+    with torch.no_grad():
+        expected = model.generate(conds, noise=per_scale).clamp(-1, 1)
+        got = net(cond, noise)
+        assert got.shape == (2, 1, *cond.shape[-2:])
+        assert float((got - expected).abs().max()) < 1e-5
+        assert float((torch.jit.script(net)(cond, noise) - got).abs().max()) < 1e-5
+        assert float(net(cond).std()) > 0  # draws its own noise when given none
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    assert set(net.state_dict()) == set(payload["state_dict"])
+
+
+def test_sample_bundle_passes_monai_checks(trained_bundle, tmp_path):
+    """verify_net_in_out and ckpt_export of cosingan_sample's network_def (the checks that stand in for
+    cosingan_train's, whose model.pt is a whole pyramid: see its docs/README.md)."""
+    import torch
+    from monai.bundle import ckpt_export, verify_net_in_out
+
+    from cosingan_monai.networks.synthesis_net import CoSinGANGenerator
+
+    configs = SAMPLE_BUNDLE / "configs"
+    model = str(trained_bundle / "models" / "model.pt")
+    common = {"meta_file": str(configs / "metadata.json"), "config_file": str(configs / "inference.json")}
+    verify_net_in_out(net_id="network_def", device="cpu", any=32, model=model, **common)
+    exported = tmp_path / "generator.ts"
+    ckpt_export(
+        net_id="network_def", filepath=str(exported), ckpt_file=model, key_in_ckpt="state_dict", model=model, **common
+    )
+    scripted = torch.jit.load(str(exported))
+    eager = CoSinGANGenerator.load(model)
+    cond = (torch.rand(1, 3, 40, 40, generator=torch.Generator().manual_seed(0)) > 0.5).float()
+    noise = torch.randn(1, 2 * eager.num_scales, 40, 40, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert float((scripted(cond, noise) - eager(cond, noise)).abs().max()) < 1e-5

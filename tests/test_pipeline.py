@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -75,19 +78,93 @@ def test_metrics_json_has_numbers(finished_run):
     assert metrics["timings_s"]["train_gan"] > 0
 
 
-def test_exported_bundles_load_their_weights(finished_run):
+def test_run_bundles_load_their_weights_from_their_own_configs(finished_run):
+    """The preset and overrides of the training are baked into each copy: inference.json alone builds its network."""
     out, _ = finished_run
     for name in DOWNSTREAM:
         bundle = out / "bundles" / name
         parser = ConfigParser()
         parser.read_config(str(bundle / "configs" / "inference.json"))
-        args = json.loads((bundle / "logs" / "train_args.json").read_text())
-        for key, value in args.items():
-            if key.startswith("network_def"):
-                parser[key] = value
+        assert parser["bundle_root"] == str(bundle.resolve())
         net = parser.get_parsed_content("network_def")
         state = torch.load(bundle / "models" / "model.pt", map_location="cpu", weights_only=True)
         net.load_state_dict(state.get("model", state) if isinstance(state, dict) else state)
+        test_preset = json.loads((bundle / "configs" / "presets" / "test.json").read_text())
+        assert parser["image_size"] == test_preset["image_size"], name
+        train = json.loads((bundle / "configs" / "train.json").read_text())
+        assert train["datalist"] == json.loads((bundle / "logs" / "train_args.json").read_text())["datalist"]
+    # the shipped bundles are untouched
+    assert (
+        json.loads((bundles.BUNDLES_DIR / "covid_seg_2d" / "configs" / "inference.json").read_text())["bundle_root"]
+        == "."
+    )
+
+
+def _monai_bundle(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """`python -m monai.bundle ARGS` in folder `cwd`; fails the test with the output's tail on a non-zero exit."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "monai.bundle", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        check=False,
+    )
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    return proc
+
+
+def test_run_bundle_works_on_its_own_from_another_folder(finished_run, tmp_path):
+    """MONAI's own commands, given only the trained copy's configs, from an unrelated folder: inference writes a
+    label map per case, evaluate reproduces the pipeline's test metrics, ckpt_export gives the eager network's
+    outputs."""
+    out, _ = finished_run
+    bundle = (out / "bundles" / "covid_seg_2d").resolve()
+    configs = bundle / "configs"
+    eval_list = out / "data" / "eval" / "eval_datalist.json"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    cases = json.loads(eval_list.read_text())["test"]
+
+    pred = tmp_path / "pred"
+    _monai_bundle(
+        ["run", "--config_file", str(configs / "inference.json"), "--datalist", str(eval_list)]
+        + ["--output_dir", str(pred)],
+        elsewhere,
+    )
+    written = sorted(pred.glob("*_seg.nii.gz"))
+    assert len(written) == len(cases)
+    first = nib.load(written[0])
+    assert first.shape[:2] == nib.load(cases[0]["image"]).shape[:2]
+    assert set(np.unique(np.asarray(first.dataobj))) <= {0, 1, 2}
+
+    evaluated = tmp_path / "eval"
+    files = str([str(configs / "train.json"), str(configs / "evaluate.json")])
+    _monai_bundle(
+        ["run", "--config_file", files, "--eval_datalist", str(eval_list), "--output_dir", str(evaluated)], elsewhere
+    )
+    standalone = bundles.read_metrics(evaluated)
+    recorded = json.loads((out / "metrics.json").read_text())["evaluation"]["covid_seg_2d"]
+    assert standalone and set(standalone) <= set(recorded)
+    for key, value in standalone.items():
+        assert value == pytest.approx(recorded[key], abs=1e-4), key
+
+    exported = tmp_path / "model.ts"
+    _monai_bundle(
+        ["ckpt_export", "network_def", "--filepath", str(exported), "--ckpt_file", str(bundle / "models" / "model.pt")]
+        + ["--meta_file", str(configs / "metadata.json"), "--config_file", str(configs / "inference.json")],
+        elsewhere,
+    )
+    parser = ConfigParser()
+    parser.read_config(str(configs / "inference.json"))
+    net = parser.get_parsed_content("network_def")
+    state = torch.load(bundle / "models" / "model.pt", map_location="cpu", weights_only=True)
+    net.load_state_dict(state.get("model", state))
+    net.eval()
+    x = torch.rand(1, 1, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert float((torch.jit.load(str(exported))(x) - net(x)).abs().max()) < 1e-4
+    assert not list(elsewhere.iterdir())  # nothing was written to the working folder
 
 
 def test_synthetic_samples_exist_with_previews(finished_run):

@@ -1,4 +1,5 @@
-"""Click options and glue shared by the commands that train downstream bundles (`train-seg`, `train-cls`)."""
+"""Click options shared by the commands (one name, one meaning everywhere), and the glue of the commands that
+train downstream bundles (`train-seg`, `train-cls`). Imports nothing heavy, so `--help` stays fast."""
 
 from __future__ import annotations
 
@@ -11,7 +12,40 @@ import click
 
 from cosingan_monai.core.constants import PRESETS
 from cosingan_monai.core.errors import CaseError
-from cosingan_monai.pipeline.downstream import train_downstream
+
+#: --seed: every command that draws random numbers takes it with this meaning.
+seed_option = click.option(
+    "--seed",
+    default=0,
+    show_default=True,
+    type=int,
+    help="Random seed (data splits, training, sampling); same seed and inputs, same results on one machine.",
+)
+#: --threads: CPU threads of each bundle run.
+threads_option = click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    help="CPU threads per bundle run (default: the environment's; 1 is fastest on a busy shared CPU).",
+)
+#: --device: where the bundles run.
+device_option = click.option(
+    "--device", type=click.Choice(["cpu", "cuda"]), default=None, help="Device (default: cuda when available)."
+)
+#: --set ID=VALUE: any bundle config override, on every command that runs a bundle.
+set_option = click.option(
+    "--set",
+    "sets",
+    multiple=True,
+    metavar="ID=VALUE",
+    help="Bundle config override (repeatable), e.g. --set max_epochs=3 --set 'network_def#channels=[8,16,32]'; "
+    "VALUE is read as JSON when it parses.",
+)
+
+
+def device_override(device: str | None) -> dict[str, Any]:
+    """The bundle override `--device` asks for ({} = the bundle's own choice)."""
+    return {} if device is None else {"device": f"$torch.device('{device}')"}
 
 
 def parse_sets(pairs: Sequence[str]) -> dict[str, Any]:
@@ -37,8 +71,7 @@ def common_overrides(epochs: int | None, image_size: int | None, strong_aug: boo
         out["image_size"] = image_size
     if strong_aug:
         out["strong_aug"] = True
-    if device is not None:
-        out["device"] = f"$torch.device('{device}')"
+    out.update(device_override(device))
     return out
 
 
@@ -68,10 +101,10 @@ def downstream_options(func: Callable) -> Callable:
         click.option("--epochs", type=click.IntRange(min=1), help="override the preset's max_epochs"),
         click.option("--image-size", type=click.IntRange(min=32), help="override the preset's image_size (x16)"),
         click.option("--strong-aug", is_flag=True, help="strong augmentation (the paper's few-real-slices baseline)"),
-        click.option("--device", type=click.Choice(["cpu", "cuda"]), help="default: cuda when available"),
-        click.option("--seed", default=0, show_default=True, type=int, help="split and training seed"),
-        click.option("--threads", type=click.IntRange(min=1), help="CPU threads (1 is fastest on a busy CPU)"),
-        click.option("--set", "sets", multiple=True, metavar="ID=VALUE", help="any bundle config override"),
+        device_option,
+        seed_option,
+        threads_option,
+        set_option,
         click.option("--no-export", is_flag=True, help="skip the TorchScript export"),
     ]
     for option in reversed(options):
@@ -81,6 +114,8 @@ def downstream_options(func: Callable) -> Callable:
 
 def run_command(name: str, kwargs: dict[str, Any]) -> None:
     """Shared body of the two commands: turn options into a `train_downstream` call with clean errors."""
+    from cosingan_monai.pipeline.downstream import train_downstream  # here, not at the top: keeps --help fast
+
     overrides = common_overrides(kwargs["epochs"], kwargs["image_size"], kwargs["strong_aug"], kwargs["device"])
     overrides.update(parse_sets(kwargs["sets"]))
     try:

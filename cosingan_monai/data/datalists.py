@@ -23,7 +23,7 @@ from cosingan_monai.core.constants import INFECTION
 from cosingan_monai.core.errors import CaseError
 from cosingan_monai.core.files import atomic_write_path
 from cosingan_monai.data.cases import label_map
-from cosingan_monai.data.io import NIFTI_SUFFIXES, find_label, load_case, save_nifti, slice_affine
+from cosingan_monai.data.io import DICOM_SUFFIXES, NIFTI_SUFFIXES, find_label, load_case, save_nifti, slice_affine
 
 SPLITS: tuple[str, str, str] = ("training", "validation", "test")
 #: image folders of the layouts `find_volume_pairs` understands, in the order they are tried.
@@ -78,7 +78,9 @@ def split_items(
     """Deterministically shuffle sorted `items` with `seed` and cut them into training/validation/test.
 
     With `strata` (item -> group, e.g. infected or not) the groups are shuffled separately and interleaved, and
-    test then validation are cut first, so small held-out splits still see every group.
+    test then validation are cut first, so small held-out splits still see every group. Not
+    `monai.data.partition_dataset_classes`: it rounds each class's share on its own, so 4 cases (2 healthy) at
+    0.6/0.2/0.2 leave validation and test empty, where this gives 2/1/1.
     """
     ordered = sorted(items)
     counts = split_counts(len(ordered), spec)
@@ -128,14 +130,32 @@ def _case_name(path: Path) -> str:
     return path.stem
 
 
+def _is_dicom_series(path: Path) -> bool:
+    """A folder holding DICOM files (one series per case folder)."""
+    return path.is_dir() and any(p.name.lower().endswith(DICOM_SUFFIXES) for p in path.iterdir())
+
+
+def _series_label(series: Path) -> Path | None:
+    """The NIfTI label of a DICOM series folder CASE: a label folder beside the image folder holding CASE.nii(.gz)."""
+    for folder in ("Lung_and_Infection_Mask", "Infection_Mask", "labels", "labelsTr"):
+        for suffix in NIFTI_SUFFIXES:
+            candidate = series.parent.parent / folder / f"{series.name}{suffix}"
+            if candidate.is_file():
+                return candidate
+    return None
+
+
 def find_volume_pairs(root: str | os.PathLike[str]) -> list[tuple[Path, Path]]:
-    """(image, label) NIfTI pairs of a COVID-19-CT-Seg style folder (also images/labels, imagesTr/labelsTr)."""
+    """(image, label) pairs of a COVID-19-CT-Seg style folder (also images/labels, imagesTr/labelsTr): NIfTI
+    volumes, or DICOM series, one folder per case (IMAGE_DIR/CASE/*.dcm with Lung_and_Infection_Mask/CASE.nii.gz)."""
     base = Path(root)
     if not base.is_dir():
         raise CaseError(base, "dataset folder does not exist")
     for folder in IMAGE_DIRS:
-        images = sorted(p for p in (base / folder).glob("*") if p.name.lower().endswith(NIFTI_SUFFIXES))
-        if not images:
+        entries = sorted((base / folder).glob("*"))
+        images = [p for p in entries if p.name.lower().endswith(NIFTI_SUFFIXES)]
+        series = [p for p in entries if _is_dicom_series(p)]
+        if not images and not series:
             continue
         pairs = []
         for image in images:
@@ -143,9 +163,16 @@ def find_volume_pairs(root: str | os.PathLike[str]) -> list[tuple[Path, Path]]:
             if label is None:
                 raise CaseError(image, "has no label: expected a file of the same name in Lung_and_Infection_Mask/")
             pairs.append((image, label))
-        return pairs
+        for folder_ in series:
+            label = _series_label(folder_)
+            if label is None:
+                expected = f"Lung_and_Infection_Mask/{folder_.name}.nii.gz"
+                raise CaseError(folder_, f"DICOM series has no label: expected {expected}")
+            pairs.append((folder_, label))
+        return sorted(pairs)
     raise CaseError(
-        base, f"no NIfTI volumes found in any of {', '.join(IMAGE_DIRS)}/ (COVID-19-CT-Seg layout expected)"
+        base,
+        f"no NIfTI volumes or DICOM series found in any of {', '.join(IMAGE_DIRS)}/ (COVID-19-CT-Seg layout expected)",
     )
 
 
@@ -182,7 +209,8 @@ def prepare_volumes(
         case_name = _case_name(image)
         case = load_case(image, label)
         lab = label_map(case)
-        if case.intensity_kind != "hu" or case.label_kind != "lungs+infection":
+        # the bundles read HU NIfTI with 0-3 labels: anything else (windowed, infection-only, DICOM) is converted
+        if case.intensity_kind != "hu" or case.label_kind != "lungs+infection" or image.is_dir():
             image = save_nifti(case.hu(), case.affine, out / "volumes" / "images" / f"{case_name}.nii.gz")
             label = save_nifti(lab, case.affine, out / "volumes" / "labels" / f"{case_name}.nii.gz", np.uint8)
         per_case[case_name] = {
@@ -328,3 +356,42 @@ def prepare_any(
         kwargs = {k: v for k, v in kwargs.items() if k in ("split", "seed", "echo")}
         return prepare_volumes(base, out_dir, **kwargs)
     return prepare_slices(base, out_dir, **kwargs)
+
+
+def parse_split(text: str) -> dict[str, float]:
+    """`--split 0.6,0.2,0.2` (training, validation, test fractions or counts) as a split spec."""
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) != 3:
+        raise ValueError(f"split needs three comma-separated values (training,validation,test), got {text!r}")
+    try:
+        values = [float(p) for p in parts]
+    except ValueError:
+        raise ValueError(f"split values must be numbers, got {text!r}") from None
+    return dict(zip(SPLITS, values, strict=True))
+
+
+def write_datalist_file(
+    source: str | os.PathLike[str],
+    out_file: str | os.PathLike[str],
+    dims: int = 2,
+    split: SplitSpec | None = None,
+    seed: int = 0,
+    echo: Echo | None = None,
+) -> PreparedData:
+    """`cosingan-monai datalist`: the datalist of `source` (COVID-19-CT-Seg NIfTI or DICOM series, MedSeg PNG) at
+    OUT_FILE, converted slices/volumes beside it; 2D also writes the classifier list OUT_FILE-stem`_cls.json`.
+
+    Entries are relative to OUT_FILE's folder when they lie inside it, so the folder can be moved as a whole.
+    """
+    out = Path(out_file)
+    if out.suffix != ".json":
+        raise CaseError(out, "the datalist file must end in .json")
+    prepared = prepare_any(source, out.parent, dims=dims, split=split, seed=seed, echo=echo)
+    renamed = PreparedData(out.parent, counts=prepared.counts)
+    cls_file = out.with_name(f"{out.stem}_cls.json")
+    wanted = {"datalist_3d": out} if dims == 3 else {"datalist": out, "datalist_cls": cls_file}
+    for name, target in wanted.items():
+        if prepared.datalists[name] != target:
+            os.replace(prepared.datalists[name], target)
+        renamed.datalists[name] = target
+    return renamed

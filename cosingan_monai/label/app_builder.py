@@ -272,6 +272,8 @@ def write_app_bundle(src: Path, dst: Path, settings: BundleSettings) -> dict[str
         if path.name in APP_CONFIGS:
             extra = APP_TRAIN_OVERRIDES if path.name == "train.json" else {}
             config = merged_config(path, {**settings.overrides, **extra})
+            if "bundle_root" in config:  # a run's copy bakes its own absolute root; the app's copy lives elsewhere
+                config["bundle_root"] = "."
             if path.name == "train.json":
                 patched[path.name] = []
                 _patch_label_maps(config, patched[path.name])

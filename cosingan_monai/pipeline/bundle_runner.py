@@ -45,6 +45,13 @@ WORKFLOW_TYPES: dict[str, str | None] = {
 }
 #: folders a copy never takes from the source bundle (results of earlier runs).
 _RUN_OUTPUTS = ("models", "eval", "logs", "__pycache__")
+#: ids never baked into a bundle copy's configs: they belong to the machine or to one invocation.
+NEVER_BAKED = frozenset({"resume", "device", "num_threads"})
+#: ids of a run that point at its data and outputs: baked only into the config file of the workflow that ran
+#: (train.json records what the model was trained on), never into inference.json / evaluate.json.
+RUN_SPECIFIC_IDS = frozenset(
+    {"datalist", "dataset_dir", "output_dir", "tensorboard_dir", "ckpt_dir", "eval_datalist", "case", "label", "slice"}
+)
 
 
 @dataclass
@@ -91,6 +98,12 @@ def copy_bundle(name: str, dest_root: str | os.PathLike[str], suffix: str = "") 
     return dest
 
 
+def primary_workflow(bundle: str | os.PathLike[str]) -> str:
+    """The workflow that makes a bundle's result (train, or inference for a bundle without train.json such as
+    cosingan_sample): its settings are baked into the copy's configs."""
+    return "train" if (Path(bundle) / "configs" / "train.json").is_file() else "inference"
+
+
 def config_files(bundle: str | os.PathLike[str], workflow: str) -> list[Path]:
     """The config files of `workflow` in BUNDLE/configs, checked to exist."""
     if workflow not in WORKFLOWS:
@@ -127,6 +140,73 @@ def preset_overrides(bundle: str | os.PathLike[str], workflow: str, preset: str)
         if not parent or parser.get(parent, missing) is not missing:
             kept[key] = value
     return kept
+
+
+def _locate(config: dict[str, Any], key: str) -> tuple[Any, str | int] | None:
+    """The container and slot of id `key` in a raw config (a literal top-level key first, then the `a#b` path);
+    None when the parent does not exist."""
+    if key in config:
+        return config, key
+    node: Any = config
+    parts = key.split("#")
+    for part in parts[:-1]:
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return None
+    last = parts[-1]
+    if isinstance(node, list):
+        return (node, int(last)) if last.isdigit() and int(last) < len(node) else None
+    return (node, last) if isinstance(node, dict) else None
+
+
+def _defines(config: dict[str, Any], key: str) -> bool:
+    """Whether a raw config holds id `key` itself."""
+    slot = _locate(config, key)
+    if slot is None:
+        return False
+    node, last = slot
+    return last in node if isinstance(node, dict) else True
+
+
+def bake_settings(bundle: str | os.PathLike[str], workflow: str, values: Mapping[str, Any]) -> list[Path]:
+    """Write a run's preset overlay and overrides into a bundle copy's own configs, and its absolute bundle_root.
+
+    The workflow's own config (train.json for train) takes every id as `monai.bundle run` applied it; the other
+    configs (inference.json, evaluate.json, ...) take, except RUN_SPECIFIC_IDS, the top-level ids they define and
+    the `a#b` ids whose parent they define (e.g. a network argument left at its default). So
+    `python -m monai.bundle run --config_file BUNDLE/configs/inference.json` and `ckpt_export` of that file alone
+    rebuild the trained network and its preprocessing, from any folder. NEVER_BAKED ids are left out. Returns the
+    files written.
+    """
+    root = Path(bundle).resolve()
+    own = WORKFLOWS[workflow][0] if workflow in WORKFLOWS else None
+    baked = {k: v for k, v in values.items() if k not in NEVER_BAKED and k != "bundle_root"}
+    written = []
+    for path in sorted((root / "configs").glob("*.json")):
+        if path.name == "metadata.json":
+            continue
+        config = read_json(path)
+        if not isinstance(config, dict):
+            raise CaseError(path, "a bundle config must be a JSON object")
+        for key, value in baked.items():
+            if path.name == own:
+                slot = _locate(config, key) if "#" in key else (config, key)
+            elif key not in RUN_SPECIFIC_IDS and (_locate(config, key) if "#" in key else _defines(config, key)):
+                slot = _locate(config, key)  # an `a#b` id whose parent the file defines, or a top-level id it holds
+            else:
+                continue
+            if slot is not None:
+                node, last = slot
+                node[last] = value
+        if "bundle_root" in config:
+            config["bundle_root"] = str(root)
+        with atomic_write_path(path) as tmp:
+            tmp.write_text(json.dumps(config, indent=4, default=str) + "\n", encoding="utf-8")
+        written.append(path)
+    return written
 
 
 def _write_args(bundle: Path, workflow: str, preset: str, overrides: Mapping[str, Any]) -> Path:
@@ -172,6 +252,9 @@ def run_bundle(
     if resume:
         extra.setdefault("resume", True)
     args_file = _write_args(root, workflow, preset, extra)
+    # a copy's configs then describe the model it makes; the shipped sources are never rewritten
+    if workflow == primary_workflow(root) and not root.is_relative_to(BUNDLES_DIR.resolve()):
+        bake_settings(root, workflow, {**preset_overrides(root, workflow, preset), **extra})
     record = BundleRun(root, workflow, preset, args_file)
     if in_process:
         record.metrics = _run_in_process(args_file, workflow, threads)
