@@ -515,7 +515,7 @@ ROWS: list[Row] = [
     (
         "sample-foreign-model",
         _sample(lambda c: (torch.save({"weights": torch.zeros(2)}, c.inputs / "m.pt"), c.inputs / "m.pt")[1]),
-        "m.pt",
+        "m.pt: not a cosingan model",
         1,
     ),
     (
@@ -576,11 +576,17 @@ ROWS: list[Row] = [
         "is an existing file",
         1,
     ),
+    (
+        "experiment-while-running",
+        lambda c: (c.hold_lock(c.outputs / "x"), _experiment("--resume")(c))[1],
+        "another cosingan-monai run",
+        1,
+    ),
     # --- label-app -------------------------------------------------------------------------------------------
     (
         "label-app-missing-run",
         lambda c: ["label-app", "--run", str(c.inputs / "norun"), "--out", str(c.outputs / "a")],
-        "norun",
+        "norun: run folder does not exist",
         1,
     ),
 ]
