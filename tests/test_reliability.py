@@ -23,7 +23,9 @@ from cosingan_monai.core.errors import no_space_message
 from cosingan_monai.core.files import atomic_write_path, remove_stale_temps
 from cosingan_monai.phantom.generator import write_phantom_dataset
 from cosingan_monai.pipeline import bundle_runner as bundles
+from cosingan_monai.pipeline.case_prep import prepare_case
 from cosingan_monai.pipeline.downstream import train_bundle
+from cosingan_monai.pipeline.pipeline import downstream_skips
 from cosingan_monai.pipeline.run_folder import LOCK_NAME, RunFolder, RunFolderError, input_fingerprints
 
 HOLDER = """
@@ -279,3 +281,60 @@ def test_pipeline_on_a_full_disk_stops_cleanly_and_resume_finishes(case, tmp_pat
     assert len(_model_files_load(run)) == 4
     assert json.loads((run / "metrics.json").read_text())["preset"] == "test"
     assert not list(run.rglob("*.tmp-*"))
+
+
+@pytest.mark.slow
+def test_pipeline_on_a_real_full_tmpfs_then_resume_after_freeing_space(case, tmp_path):
+    """The issue's probe: a 4 MB tmpfs as --out (needs mount rights; skipped elsewhere, where the patched-copy test
+    above stands in). Wherever the disk fills, the message says so, nothing truncated is left, and after the
+    tmpfs is grown a resume finishes."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        run = disk / "run"
+        args = ["pipeline", "--case", str(case), "--preset", "test", "--out", str(run)]
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 1, result.output
+        assert "no space left on device: " in result.output.strip().splitlines()[-1], result.output
+        assert "Traceback" not in result.output
+        assert not list(run.rglob("*.tmp-*")), list(run.rglob("*.tmp-*"))
+        assert not (run / "metrics.json").exists()
+        for manifest in (run / "manifests").glob("*.json"):
+            json.loads(manifest.read_text())  # every manifest there is whole
+        _model_files_load(run)
+        subprocess.run(["mount", "-o", "remount,size=256m", str(disk)], check=True)
+        result = CliRunner().invoke(main, [*args, "--resume"])
+        assert result.exit_code == 0, result.output
+        assert "already finished" in result.output
+        assert len(_model_files_load(run)) == 4
+        assert (run / "metrics.json").is_file()
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)
+
+
+def test_a_case_without_infection_skips_the_classifier_with_a_reason(case, tmp_path):
+    """No infection anywhere: every synthetic slice would be a negative, so the classifier is not trained."""
+    prepared = prepare_case(case)
+    assert downstream_skips(prepared) == {}
+    prepared.label[prepared.label == 3] = 1
+    assert list(downstream_skips(prepared)) == ["covid_slice_classifier"]
+    assert "no infection" in downstream_skips(prepared)["covid_slice_classifier"]
+
+
+@pytest.mark.slow
+def test_pipeline_on_a_case_without_infection_warns_and_trains_no_classifier(tmp_path):
+    root = tmp_path / "healthy"
+    image = write_phantom_dataset(root, cases=1, seed=7, size=64, slices=8, healthy_fraction=1.0)[0][0]
+    run = tmp_path / "run"
+    result = CliRunner().invoke(main, ["pipeline", "--case", str(image), "--preset", "test", "--out", str(run)])
+    assert result.exit_code == 0, result.output
+    first = result.output.splitlines()[0]
+    assert first.startswith(f"warning: {image}: the case has no infection") and "covid_slice_classifier" in first
+    assert "[train_covid_slice_classifier]" not in result.output
+    assert not (run / "bundles" / "covid_slice_classifier").exists()
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert "no infection" in metrics["skipped"]["covid_slice_classifier"]
+    assert (run / "bundles" / "covid_seg_2d" / "models" / "model.pt").is_file()
