@@ -131,7 +131,7 @@ def test_required_ids_and_monai_label_ids(name):
 
 @pytest.mark.parametrize("name", DOWNSTREAM)
 def test_config_workflow_properties_all_defined(name, tmp_path):
-    """ConfigWorkflow.check_properties raises KeyError on a missing required id (docs/design.md); none may be missing."""
+    """ConfigWorkflow.check_properties raises KeyError on a missing required id (docs/design.md); none is missing."""
     from monai.bundle import ConfigWorkflow
 
     root = REPO / "bundles" / name / "configs"
@@ -260,3 +260,47 @@ def test_spacingd_survives_monai_label_image_path(name, tmp_path):
     item = out[0] if isinstance(out, list) else out
     assert item["image_path"] == str(path)
     assert float(item["image"].max()) == pytest.approx((-800 + 1250) / 1500, abs=1e-4)
+
+
+@pytest.mark.parametrize("name", SEG)
+def test_tensorboard_images_in_radiological_display(name):
+    """The validation image grids show RAS (x, y) slices as the report does (data.io.ras_to_display): patient right
+    on the image's left, anterior at the top, not rotated 90 degrees."""
+    import numpy as np
+
+    from cosingan_monai.data.io import ras_to_display
+
+    parser = _parser(name, ("train",))
+    handlers = _cfg(name, "train")["validate"]["handlers"]
+    index = next(i for i, h in enumerate(handlers) if h["_target_"] == "TensorBoardImageHandler")
+    transform = parser.get_parsed_content(f"validate#handlers#{index}#batch_transform")
+    ras = torch.arange(5 * 7 * 3, dtype=torch.float32).reshape(1, 5, 7, 3)
+    if name == "covid_seg_2d":
+        ras = ras[..., 0]
+    images, labels = transform([{"image": ras, "label": ras + 1}])
+    shown = images[0].numpy()
+    for z in range(shown.shape[-1] if shown.ndim == 4 else 1):
+        want = ras_to_display(ras[0].numpy()[..., z] if ras.ndim == 4 else ras[0].numpy())
+        np.testing.assert_array_equal(shown[0][..., z] if shown.ndim == 4 else shown[0], want)
+    np.testing.assert_array_equal(labels[0].numpy(), shown + 1)
+
+
+@pytest.mark.parametrize("name", DOWNSTREAM)
+def test_logs_hold_no_progress_bar_and_one_loss_line_per_epoch(name):
+    """The ignite ProgressBar is for a console only (a log file would hold its fragments); train loss per epoch."""
+    handlers = _cfg(name, "train")["train"]["handlers"]
+    bar = next(h for h in handlers if h["_target_"] == "ignite.handlers.ProgressBar")
+    assert bar["_disabled_"] == "$not sys.stdout.isatty()"
+    stats = next(h for h in handlers if h["_target_"] == "StatsHandler")
+    parser = _parser(name, ("train",))
+    index = handlers.index(stats)
+    event_filter = parser.get_parsed_content(f"train#handlers#{index}#iteration_log")
+
+    class _State:
+        epoch_length = 4
+
+    class _Engine:
+        state = _State()
+
+    assert [it for it in range(1, 13) if event_filter(_Engine(), it)] == [4, 8, 12]
+    assert any(h.get("tag_name") == "learning_rate" for h in handlers)

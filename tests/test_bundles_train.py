@@ -80,9 +80,9 @@ def test_seg2d_train_evaluate_infer_export(phantom_data, tmp_path):
     assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
 
     ev = bundles.run_bundle(bundle, "evaluate", "test", values, in_process=True, threads=THREADS)
-    assert ev.metrics["val_dice_lung"] >= 0.85, ev.metrics
-    assert 0.0 <= ev.metrics["val_nsd_lung"] <= 1.0 and 0.0 <= ev.metrics["val_dice_infection"] <= 1.0
-    assert bundles.read_metrics(bundle / "eval")["val_dice_lung"] == pytest.approx(ev.metrics["val_dice_lung"])
+    assert ev.metrics["test_dice_lung"] >= 0.85, ev.metrics
+    assert 0.0 <= ev.metrics["test_nsd_lung"] <= 1.0 and 0.0 <= ev.metrics["test_dice_infection"] <= 1.0
+    assert bundles.read_metrics(bundle / "eval")["test_dice_lung"] == pytest.approx(ev.metrics["test_dice_lung"])
 
     # inference on a held-out 2D slice and on a held-out volume (SliceInferer), in the inputs' grids
     test = _test_entries(datalist)
@@ -135,7 +135,7 @@ def test_classifier_train_cls_command_metrics(phantom_data, tmp_path, monkeypatc
     args = ["train-cls", "--data", os.path.relpath(datalist), "--out", "run", "--preset", "test", "--epochs", "3"]
     result = CliRunner().invoke(main, [*args, "--threads", str(THREADS)], catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    assert "val_auc" in result.output and "torchscript:" in result.output
+    assert "test_auc" in result.output and "torchscript:" in result.output
     metrics = json.loads((out / "covid_slice_classifier_metrics.json").read_text())["metrics"]
     bundle = out / "bundles" / "covid_slice_classifier"
     with open(bundle / "eval" / "predictions.csv") as fh:
@@ -148,10 +148,10 @@ def test_classifier_train_cls_command_metrics(phantom_data, tmp_path, monkeypatc
     pred = [int(p > 0.5) for p in p_inf]
     tp = sum(p and y for p, y in zip(pred, labels, strict=True))
     tn = sum((not p) and (not y) for p, y in zip(pred, labels, strict=True))
-    assert metrics["val_auc"] == pytest.approx(_auc(p_inf, labels), abs=1e-4)
-    assert metrics["val_accuracy"] == pytest.approx((tp + tn) / len(labels), abs=1e-4)
-    assert metrics["val_sensitivity"] == pytest.approx(tp / sum(labels), abs=1e-4)  # infection is the positive class
-    assert metrics["val_specificity"] == pytest.approx(tn / (len(labels) - sum(labels)), abs=1e-4)
+    assert metrics["test_auc"] == pytest.approx(_auc(p_inf, labels), abs=1e-4)
+    assert metrics["test_accuracy"] == pytest.approx((tp + tn) / len(labels), abs=1e-4)
+    assert metrics["test_sensitivity"] == pytest.approx(tp / sum(labels), abs=1e-4)  # infection is the positive class
+    assert metrics["test_specificity"] == pytest.approx(tn / (len(labels) - sum(labels)), abs=1e-4)
     assert bundles.torchscript_max_diff(bundle, (2, 1, 64, 64)) < 1e-4
 
     # inference: a volume becomes one row per axial slice (SplitDimd)
@@ -172,7 +172,7 @@ def test_seg3d_train_evaluate_infer_beats_chance(phantom_data, tmp_path):
     test = _test_entries(datalist)
     lung_fraction = np.mean([(np.asarray(nib.load(_abs(datalist, e["label"])).dataobj) > 0).mean() for e in test])
     chance = 2 * lung_fraction / (1 + lung_fraction)  # Dice of calling every voxel lung
-    assert metrics["val_dice_lung"] > chance + 0.1, (metrics, chance)
+    assert metrics["test_dice_lung"] > chance + 0.1, (metrics, chance)
     assert bundles.export_torchscript(bundle).is_file()
     assert bundles.torchscript_max_diff(bundle, (1, 1, 32, 32, 16)) < 1e-4
 
@@ -192,7 +192,7 @@ def test_train_seg_command_3d(phantom_data, tmp_path):
     result = CliRunner().invoke(main, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     record = json.loads((out / "covid_seg_3d_metrics.json").read_text())
-    assert set(record["metrics"]) >= {"val_mean_dice", "val_dice_lung", "val_nsd_lung", "val_nsd_infection"}
+    assert set(record["metrics"]) >= {"test_mean_dice", "test_dice_lung", "test_nsd_lung", "test_nsd_infection"}
     assert "torchscript" not in record and Path(record["model"]).is_file()
     assert json.loads((out / "bundles" / "covid_seg_3d" / "logs" / "train_args.json").read_text())["max_epochs"] == 1
 
@@ -241,7 +241,7 @@ def test_classifier_generalizes_to_unseen_phantom_cases(tmp_path):
     bundles.run_bundle(bundle, "train", "test", values, threads=THREADS)
     metrics = bundles.run_bundle(bundle, "evaluate", "test", values, in_process=True, threads=THREADS).metrics
     print("classifier on 20 unseen phantom cases:", json.dumps({k: round(v, 4) for k, v in metrics.items()}))
-    assert metrics["val_auc"] >= 0.9, metrics
+    assert metrics["test_auc"] >= 0.9, metrics
 
 
 #: multi_gpu_train.json on a CPU: gloo instead of nccl, no CUDA device (everything else as shipped).

@@ -82,14 +82,14 @@ def test_painted_arm_mirrors_the_synthetic_set_with_training_statistics(tmp_path
 
 def test_gap_closure_and_table():
     results = {
-        "a_real_k_strong_aug": {"val_dice_infection": [0.2, 0.3]},
-        "b_cosingan": {"val_dice_infection": [0.4, 0.5]},
-        "c_all_real": {"val_dice_infection": [0.6, 0.7]},
-        "d_painted_control": {"val_dice_infection": [0.1, 0.2]},
+        "a_real_k_strong_aug": {"test_dice_infection": [0.2, 0.3]},
+        "b_cosingan": {"test_dice_infection": [0.4, 0.5]},
+        "c_all_real": {"test_dice_infection": [0.6, 0.7]},
+        "d_painted_control": {"test_dice_infection": [0.1, 0.2]},
     }
-    assert gap_closure(results, "val_dice_infection") == pytest.approx(0.5)
-    assert gap_closure(results, "val_dice_infection", "d_painted_control") == pytest.approx(-0.25)
-    assert gap_closure(results, "val_dice_lung") is None
+    assert gap_closure(results, "test_dice_infection") == pytest.approx(0.5)
+    assert gap_closure(results, "test_dice_infection", "d_painted_control") == pytest.approx(-0.25)
+    assert gap_closure(results, "test_dice_lung") is None
     table = results_table(results, ExperimentOptions(dataset=".", out="."))
     assert "| b_cosingan | n/a | n/a | 0.450 ± 0.050 |" in table
     assert "infection Dice: 50% (GAN-free control (d - a) / (c - a): -25%)" in table
@@ -150,7 +150,7 @@ def test_experiment_command_end_to_end_in_the_test_preset(tmp_path):
 
     record = json.loads((out / "results.json").read_text())
     for arm in ("a_real_k_strong_aug", "b_cosingan", "c_all_real", "d_painted_control"):
-        for key in ("val_dice_lung", "val_dice_infection", "val_nsd_lung", "val_nsd_infection"):
+        for key in ("test_dice_lung", "test_dice_infection", "test_nsd_lung", "test_nsd_infection"):
             assert len(record["results"][arm][key]) == 1 and 0.0 <= record["results"][arm][key][0] <= 1.0
     assert "classifier: the test set has 1 slice(s) without and 6 with infection" in result.output
     assert not any("cls_auc" in record["results"][arm] for arm in record["results"])

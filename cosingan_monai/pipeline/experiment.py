@@ -41,10 +41,10 @@ MIN_CLASS_SLICES = 5
 ARMS = ("a_real_k_strong_aug", "b_cosingan", "c_all_real", "d_painted_control")
 #: metrics of the table: (column title, seg metric key); classifier AUC is added separately.
 SEG_COLUMNS = (
-    ("lung Dice", "val_dice_lung"),
-    ("lung NSD", "val_nsd_lung"),
-    ("infection Dice", "val_dice_infection"),
-    ("infection NSD", "val_nsd_infection"),
+    ("lung Dice", "test_dice_lung"),
+    ("lung NSD", "test_nsd_lung"),
+    ("infection Dice", "test_dice_infection"),
+    ("infection NSD", "test_nsd_infection"),
 )
 
 
@@ -61,7 +61,7 @@ class ExperimentOptions:
     resume: bool = False
     force: bool = False
     command: str = ""
-    strong_aug: bool = True  # every arm trains with the same augmentation; arm a always uses strong augmentation
+    strong_aug: bool = False  # arms b-d: as the pipeline's default (light); arm a always uses strong augmentation
 
 
 def _abs(entries: list[dict[str, Any]], base: Path) -> list[dict[str, Any]]:
@@ -275,7 +275,7 @@ def _run_arms(run: RunFolder, opts: ExperimentOptions, echo: Echo) -> str:
                         **extra,
                         **pipeline_epochs("covid_slice_classifier", opts.preset),
                     )
-                    auc = evaluate_bundle(cls, real["test_cls"], root / arm / "eval_cls", opts.preset).get("val_auc")
+                    auc = evaluate_bundle(cls, real["test_cls"], root / arm / "eval_cls", opts.preset).get("test_auc")
                     r.metrics["cls_auc"] = auc
 
             # arms depend only on the real split and their seed's synthesis, so --resume redoes no other seed
@@ -285,7 +285,7 @@ def _run_arms(run: RunFolder, opts: ExperimentOptions, echo: Echo) -> str:
             for key, value in metrics.items():
                 if isinstance(value, (int, float)) and np.isfinite(value):
                     results[arm].setdefault(key, []).append(float(value))
-            per_seed[-1][arm] = metrics.get("val_dice_infection")
+            per_seed[-1][arm] = metrics.get("test_dice_infection")
     table = results_table(results, opts, skip_cls) + "\n\n" + per_seed_table(per_seed)
     write_json(
         run.root / "results.json",
@@ -325,7 +325,7 @@ def results_table(
     for arm in ARMS:
         cells = [_cell(results[arm].get(key)) for _, key in SEG_COLUMNS] + [_cell(results[arm].get("cls_auc"))]
         lines.append(f"| {arm} | " + " | ".join(cells) + " |")
-    for title, key in (("infection Dice", "val_dice_infection"), ("lung Dice", "val_dice_lung")):
+    for title, key in (("infection Dice", "test_dice_infection"), ("lung Dice", "test_dice_lung")):
         gan, painted = gap_closure(results, key), gap_closure(results, key, "d_painted_control")
         lines.append(
             f"\nGap closure (b - a) / (c - a), {title}: {_percent(gan)} "
