@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,8 @@ from cosingan_monai.pipeline.case_prep import (
     write_training_slices,
 )
 from cosingan_monai.pipeline.downstream import evaluate_bundle, train_bundle
-from cosingan_monai.pipeline.report import metrics_markdown, write_report
+from cosingan_monai.pipeline.heldout import heldout_markdown, heldout_summary
+from cosingan_monai.pipeline.report import environment, metrics_markdown, write_report
 from cosingan_monai.pipeline.run_folder import RunFolder, check_out, input_fingerprints, run_stage
 from cosingan_monai.pipeline.stage_lanes import IN_PROCESS_LOCK, StagePlan, plan_stages, run_in_lanes
 
@@ -36,14 +38,14 @@ Echo = Callable[[str], None]
 #: Pipeline sizes per preset (every figure a config value). Bundle-internal sizes live in the bundles' presets.
 PIPELINE_PRESETS: dict[str, dict[str, int]] = {
     "test": {"conditions": 12, "samples_per_condition": 1, "volumes": 2, "volume_slices": 8},
-    "demo": {"conditions": 64, "samples_per_condition": 1, "volumes": 2, "volume_slices": 16},
+    "demo": {"conditions": 64, "samples_per_condition": 1, "volumes": 4, "volume_slices": 16},
     "full": {"conditions": 1000, "samples_per_condition": 2, "volumes": 8, "volume_slices": 0},
 }
 DOWNSTREAM = ("covid_slice_classifier", "covid_seg_2d", "covid_seg_3d")
 #: Epochs of the downstream bundles inside a pipeline run, where the preset's own count would not fit the budget.
 #: Presets not listed use the bundle preset's max_epochs. Why these numbers: docs/results.md "Demo schedule".
 PIPELINE_EPOCHS: dict[str, dict[str, int]] = {
-    "demo": {"covid_slice_classifier": 5, "covid_seg_2d": 30, "covid_seg_3d": 40},
+    "demo": {"covid_slice_classifier": 5, "covid_seg_2d": 30, "covid_seg_3d": 60},
 }
 #: Validation interval (epochs) of the downstream bundles inside a pipeline run; presets not listed use the bundle
 #: preset's own (docs/results.md "Demo schedule").
@@ -70,24 +72,47 @@ class PipelineOptions:
     force: bool = False
     command: str = ""
     sizes: dict[str, int] = field(default_factory=dict)
+    #: CPU threads per bundle run (None: stage_lanes' choice) and device of every bundle (None: cuda if available)
+    threads: int | None = None
+    device: str | None = None
+    #: `--set` bundle overrides: "ID" for every bundle, "BUNDLE:ID" for one (covid_seg_2d covers its baseline)
+    sets: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.sizes = {**PIPELINE_PRESETS[self.preset], **self.sizes}
 
+    def overrides_for(self, bundle: str) -> dict[str, Any]:
+        """The `--device` and `--set` overrides that apply to bundle `bundle`."""
+        out: dict[str, Any] = {} if self.device is None else {"device": f"$torch.device('{self.device}')"}
+        for key, value in self.sets.items():
+            target, sep, ident = key.rpartition(":")
+            if not sep or target == bundle:
+                out[ident] = value
+        return out
 
-def train_gans(slices: list[dict[str, Any]], root: Path, preset: str, seed: int = 0, resume: bool = False) -> list[str]:
+
+def train_gans(
+    slices: list[dict[str, Any]],
+    root: Path,
+    preset: str,
+    seed: int = 0,
+    resume: bool = False,
+    overrides: dict[str, Any] | None = None,
+    threads: int | None = None,
+) -> list[str]:
     """Train one CoSinGAN per training slice (bundle cosingan_train copied to ROOT/bundles); returns model paths."""
     models = []
     for entry in slices:
         bundle = bundles.copy_bundle("cosingan_train", root / "bundles", suffix=_suffix(entry, slices))
-        overrides = {
+        values = {
             "case": entry["image"],
             "label": entry["label"],
             "slice": 0,
             "tensorboard_dir": str(root / "tensorboard" / bundle.name),
             "config#seed": seed,
+            **(overrides or {}),
         }
-        bundles.run_bundle(bundle, "train", preset, overrides, resume=resume)
+        bundles.run_bundle(bundle, "train", preset, values, resume=resume, threads=threads)
         models.append(str(bundle / "models" / "model.pt"))
     return models
 
@@ -102,6 +127,8 @@ def synthesize(
     seed: int = 0,
     volume_labels: tuple[str, ...] = (),
     volume_bodies: tuple[str, ...] = (),
+    extra: dict[str, Any] | None = None,
+    threads: int | None = None,
 ) -> Path:
     """Sample synthetic slices (and volumes) for a conditions JSON with bundle cosingan_sample; returns OUT."""
     bundle = bundles.copy_bundle("cosingan_sample", root / "bundles")
@@ -114,8 +141,9 @@ def synthesize(
         "samples_per_condition": sizes["samples_per_condition"],
         "output_dir": str(out),
         "seed": seed,
+        **(extra or {}),
     }
-    bundles.run_bundle(bundle, "inference", preset, overrides)
+    bundles.run_bundle(bundle, "inference", preset, overrides, threads=threads)
     return out
 
 
@@ -183,6 +211,8 @@ def check_inputs(opts: PipelineOptions, echo: Echo = print) -> tuple[PreparedCas
         "--intensity": opts.intensity,
         "--seed": opts.seed,
         "--strong-aug": opts.strong_aug,
+        "--device": opts.device,
+        "--set": opts.sets,
         "sizes": opts.sizes,
     }
     return prepared, input_fingerprints(files, options), skips
@@ -194,6 +224,8 @@ def run_pipeline(opts: PipelineOptions, echo: Echo = print) -> str:
     The run folder stays locked for the whole run: a second run on it is refused while this one goes.
     """
     plan = plan_stages(opts.lanes)
+    if opts.threads is not None:
+        plan = replace(plan, threads=opts.threads)
     prepared, inputs, skips = check_inputs(opts, echo)  # validate before touching the disk
     with RunFolder(opts.out, resume=opts.resume, force=opts.force, command=opts.command, inputs=inputs) as run:
         return _run_stages(run, opts, prepared, plan, skips, echo)
@@ -219,7 +251,9 @@ def _run_stages(
     slices = run_stage(run, "select", echo, select)["outputs"]["slices"]
 
     def train_gan(result: Any) -> None:
-        result.outputs["models"] = train_gans(slices, run.root, opts.preset, opts.seed, opts.resume)
+        result.outputs["models"] = train_gans(
+            slices, run.root, opts.preset, opts.seed, opts.resume, opts.overrides_for("cosingan_train"), opts.threads
+        )
 
     models = run_stage(run, "train_gan", echo, train_gan)["outputs"]["models"]
 
@@ -244,6 +278,8 @@ def _run_stages(
             opts.seed,
             (str(case / "label.nii.gz"),),
             (str(case / "body.nii.gz"),),
+            opts.overrides_for("cosingan_sample"),
+            opts.threads,  # None: all cores (the GAN stages run alone, not in lanes)
         )
         result.outputs["synthetic"] = str(out)
 
@@ -263,7 +299,8 @@ def _run_stages(
             opts.preset,
             threads=plan.threads,
             strong_aug=opts.strong_aug,
-            **schedule(name, opts.preset),
+            seed=opts.seed,
+            **{**schedule(name, opts.preset), **opts.overrides_for(name)},
         )
         result.outputs["model"] = str(bundle / "models" / "model.pt")
         with IN_PROCESS_LOCK:
@@ -280,7 +317,8 @@ def _run_stages(
             "_baseline",
             threads=plan.threads,
             strong_aug=True,
-            **schedule("covid_seg_2d", opts.preset),
+            seed=opts.seed,
+            **{**schedule("covid_seg_2d", opts.preset), **opts.overrides_for("covid_seg_2d")},
         )
         result.outputs["model"] = str(bundle / "models" / "model.pt")
 
@@ -299,16 +337,42 @@ def _run_stages(
     run_in_lanes(jobs, plan.lanes)
 
     metrics: dict[str, Any] = {"preset": opts.preset, "case": str(opts.case), "timings_s": {}}
+    metrics["environment"] = environment(opts.seed, plan.threads, plan.lanes)
     if skips:
         metrics["skipped"] = skips
     if opts.eval_dir is not None:
         metrics["evaluation"] = evaluate_all(run, opts, echo, plan, tuple(skips))
-    for stage_manifest in sorted(run.manifests.glob("*.json")):
-        m = json.loads(stage_manifest.read_text())
-        metrics["timings_s"][m["stage"]] = m["wall_s"]
+    metrics["timings_s"] = stage_timings(run.manifests)
+    if opts.eval_dir is not None:
+        cls_list = run.root / "data" / "eval" / "eval_datalist_cls.json"
+        metrics["heldout"] = heldout_summary(run.root / "eval", cls_list if cls_list.is_file() else None)
     write_json(run.root / "metrics.json", metrics)
     report = write_report(run, metrics)
-    return f"{metrics_markdown(metrics)}\n\nreport: {report}\nmetrics: {run.root / 'metrics.json'}"
+    summary = f"{metrics_markdown(metrics)}\n\nreport: {report}\nmetrics: {run.root / 'metrics.json'}"
+    held = heldout_markdown(metrics.get("heldout", {}))
+    return f"{summary}\n\n{held}" if held else summary
+
+
+#: The pipeline's phases in run order; stages of one phase (trainings, evaluations) ran side by side.
+STAGE_PHASES = ("validate", "select", "train_gan", "conditions", "sample", "train_", "prepare_eval", "eval_")
+
+
+def _phase(stage: str) -> int:
+    """Index of the phase a stage belongs to (exact name first, then prefix); unknown stages go last."""
+    if stage in STAGE_PHASES:
+        return STAGE_PHASES.index(stage)
+    return next((i for i, p in enumerate(STAGE_PHASES) if p.endswith("_") and stage.startswith(p)), len(STAGE_PHASES))
+
+
+def stage_timings(manifests: Path) -> dict[str, float]:
+    """Stage -> wall seconds in run order: by phase, then within a phase by start (finish minus wall time)."""
+    rows = []
+    for path in manifests.glob("*.json"):
+        m = json.loads(path.read_text(encoding="utf-8"))
+        finished = datetime.fromisoformat(m["finished"]).timestamp() if m.get("finished") else 0.0
+        wall = float(m["wall_s"])
+        rows.append((_phase(m["stage"]), finished - wall, m["stage"], wall))
+    return {stage: wall for _, _, stage, wall in sorted(rows)}
 
 
 def _suffix(entry: dict[str, Any], slices: list[dict[str, Any]]) -> str:
