@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from PIL import Image
 from torch.utils.tensorboard import SummaryWriter
 
@@ -30,3 +31,53 @@ def test_curves_read_back_from_tensorboard(tmp_path):
     assert np.allclose([v for _, v in series["seg2d/train_loss"]], [1.0, 0.5, 1 / 3, 0.25, 0.2])
     assert curves(series, tmp_path / "curves.png").stat().st_size > 1000
     assert curves({}, tmp_path / "none.png") is None
+
+
+def test_bundle_panels_give_every_bundle_a_row_with_axis_labels(tmp_path):
+    """Scalars are grouped per bundle (not the first 12 sorted tags): GAN losses one line per scale, the downstream
+    validation metrics in one panel; held-out test_* points and unplotted tags are left out."""
+    from cosingan_monai.pipeline.figures import bundle_curves, bundle_panels, x_label
+
+    pts = [(1, 1.0), (2, 0.5)]
+    series = {f"cosingan_train/scale{n}/{tag}": pts for n in range(12) for tag in ("loss_d", "loss_g", "gp1")}
+    series |= {"covid_seg_2d/train_loss": pts, "covid_seg_2d/val_dice_lung": pts, "covid_seg_2d/val_mean_dice": pts}
+    series |= {"covid_seg_2d/test_dice_lung": [(1, 0.7)], "covid_slice_classifier/val_auc": pts}
+    panels = bundle_panels(series)
+    assert list(panels) == ["cosingan_train", "covid_seg_2d", "covid_slice_classifier"]
+    assert list(panels["cosingan_train"]) == ["loss_d", "loss_g"] and len(panels["cosingan_train"]["loss_d"]) == 12
+    assert panels["covid_seg_2d"] == {
+        "train_loss": {"train_loss": pts},
+        "validation": {"val_dice_lung": pts, "val_mean_dice": pts},
+    }
+    assert x_label("covid_seg_2d", "validation") == "epoch"
+    assert x_label("cosingan_train", "loss_d") == "iteration (per scale)"
+    assert bundle_curves(panels, tmp_path / "c.png").stat().st_size > 5000
+    assert bundle_curves({}, tmp_path / "none.png") is None
+
+
+def test_case_dice_and_overlay(tmp_path):
+    from cosingan_monai.pipeline.figures import overlay_panels
+    from cosingan_monai.pipeline.report import case_dice
+
+    truth = np.zeros((20, 20), np.uint8)
+    truth[2:12, 2:12] = 1
+    truth[4:6, 4:6] = 2
+    pred = truth.copy()
+    pred[4:6, 4:5] = 1  # half the infection missed: Dice 2*2/(2+4)
+    dice = case_dice(pred, truth)
+    assert dice["infection"] == pytest.approx(2 / 3)
+    assert dice["lung"] == pytest.approx(2 * 96 / (96 + 98))  # class "lung" excludes infection, as in the bundles
+    assert np.isnan(case_dice(np.zeros_like(truth), np.zeros_like(truth))["infection"])
+    hu = np.full((20, 20), -800.0, np.float32)
+    case = {"hu": hu, "label": truth, "pred": pred, "name": "c0", "dice": dice}
+    assert overlay_panels([case, case], tmp_path / "o.png", "t").stat().st_size > 3000
+    assert overlay_panels([], tmp_path / "none.png") is None
+
+
+def test_stage_summary_line_names_the_key_metric():
+    from cosingan_monai.pipeline.run_folder import summary_metric
+
+    assert summary_metric({"test_mean_dice": 0.5, "test_dice_infection": 0.31234}) == ", test_dice_infection 0.3123"
+    assert summary_metric({"test_auc": 0.75}) == ", test_auc 0.7500"
+    assert summary_metric({"negatives": 3}) == ", negatives 3"
+    assert summary_metric({"shape": [1, 2]}) == ""

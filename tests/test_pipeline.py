@@ -66,6 +66,32 @@ def test_run_folder_has_everything(finished_run):
     assert "report:" in output and "done in" in output
 
 
+def test_report_shows_every_bundle_and_the_predictions(finished_run):
+    """Training curves for every bundle that logged (GAN and downstream), one overlay per evaluated segmenter,
+    held-out metrics named test_*, the environment; the console has one line per stage and no ckpt_export chatter."""
+    out, output = finished_run
+    metrics = json.loads((out / "metrics.json").read_text())
+    for name in ("covid_seg_2d", "covid_seg_3d", "covid_slice_classifier"):
+        assert metrics["evaluation"][name] and all(k.startswith("test_") for k in metrics["evaluation"][name]), name
+    env = metrics["environment"]
+    assert env["torch"] == torch.__version__ and env["seed"] == 0
+    assert env["device"] == "cpu" or env["device"].startswith("cuda")
+    report = (out / "report.md").read_text()
+    assert "## Environment" in report and f"| monai | {env['monai']} |" in report
+    for name in ("covid_seg_2d", "covid_seg_2d_baseline", "covid_seg_3d"):
+        figure = out / "figures" / f"overlay_{name}.png"
+        assert figure.is_file() and Image.open(figure).size[1] > 400, name
+        assert f"figures/overlay_{name}.png" in report
+    from cosingan_monai.pipeline.figures import bundle_panels, read_scalars
+
+    panels = bundle_panels(read_scalars(out / "tensorboard"))
+    assert set(panels) == {p.name for p in (out / "tensorboard").iterdir()}
+    for name in DOWNSTREAM:
+        assert {"train_loss", "learning_rate", "validation"} <= set(panels[name]), name
+    assert "ckpt_export" not in output and "exported to file" not in output
+    assert "[eval_covid_seg_2d] done in" in output and ", test_dice_infection " in output
+
+
 def test_metrics_json_has_numbers(finished_run):
     out, _ = finished_run
     metrics = json.loads((out / "metrics.json").read_text())

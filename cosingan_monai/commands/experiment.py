@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from cosingan_monai.core.constants import PRESETS
+from cosingan_monai.commands.options import preset_option
 
 EXISTING = click.Path(exists=True, file_okay=False, path_type=Path)
 
@@ -17,15 +17,16 @@ EXISTING = click.Path(exists=True, file_okay=False, path_type=Path)
 @click.option("--dataset", required=True, type=EXISTING, help="COVID-19-CT-Seg volumes or MedSeg-style PNG slices.")
 @click.option("--test", "test", type=EXISTING, help="A separate labelled test set (else a listed split of --dataset).")
 @click.option("--k", "k", type=int, default=1, show_default=True, help="Real training slices per arm.")
-@click.option("--preset", type=click.Choice(PRESETS), default="demo", show_default=True)
+@preset_option
 @click.option("--out", required=True, type=click.Path(path_type=Path))
 @click.option("--seeds", type=int, default=3, show_default=True, help="Repeats, each with other training slices.")
 @click.option(
     "--strong-aug/--light-aug",
     "strong_aug",
-    default=True,
+    default=False,
     show_default=True,
-    help="Augmentation of arms b, c and d (arm a is always strongly augmented).",
+    help="Augmentation of arms b, c and d (arm a is always strongly augmented); light by default, as in `pipeline`. "
+    "The MedSeg-dev and phantom tables in docs/results.md were made with --strong-aug.",
 )
 @click.option("--resume", is_flag=True, help="Skip finished arms.")
 @click.option("--force", is_flag=True, help="Replace an existing experiment folder.")

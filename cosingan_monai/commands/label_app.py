@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from cosingan_monai.core.constants import PRESETS
 from cosingan_monai.core.errors import CaseError
 from cosingan_monai.label.app_builder import DEFAULT_PORT, build_label_app, describe
 
@@ -17,7 +18,13 @@ from cosingan_monai.label.app_builder import DEFAULT_PORT, build_label_app, desc
     default=None,
     help="Folder of NIfTI CT volumes (labels: COVID-19-CT-Seg layout); default: fresh phantom volumes.",
 )
-@click.option("--preset", default="auto", show_default=True, help="Preset the run used; auto = match model.pt.")
+@click.option(
+    "--preset",
+    type=click.Choice(["auto", *PRESETS]),
+    default="auto",
+    show_default=True,
+    help="Preset the run used; auto = the run's record, else the preset whose network fits model.pt.",
+)
 @click.option("--cases", default=6, show_default=True, help="Phantom studies to write (without --studies).")
 @click.option("--labeled", default=4, show_default=True, help="How many phantom studies get a label.")
 @click.option("--seed", default=1000, show_default=True, help="Phantom seed.")

@@ -13,6 +13,14 @@ import click
 from cosingan_monai.core.constants import PRESETS
 from cosingan_monai.core.errors import CaseError
 
+#: --preset: the size preset of every bundle a command runs (overlay files configs/presets/<preset>.json).
+preset_option = click.option(
+    "--preset",
+    type=click.Choice(PRESETS),
+    default="demo",
+    show_default=True,
+    help="Bundle size preset: test (seconds, for checks), demo (minutes on a CPU), full (the paper's sizes, GPU).",
+)
 #: --seed: every command that draws random numbers takes it with this meaning.
 seed_option = click.option(
     "--seed",
@@ -39,7 +47,7 @@ set_option = click.option(
     multiple=True,
     metavar="ID=VALUE",
     help="Bundle config override (repeatable), e.g. --set max_epochs=3 --set 'network_def#channels=[8,16,32]'; "
-    "VALUE is read as JSON when it parses.",
+    "VALUE is read as JSON when it parses; `pipeline` also takes BUNDLE:ID=VALUE for one bundle.",
 )
 
 
@@ -91,7 +99,7 @@ def downstream_options(func: Callable) -> Callable:
             type=click.Path(file_okay=False, resolve_path=True, path_type=Path),
             help="run folder",
         ),
-        click.option("--preset", default="demo", show_default=True, type=click.Choice(PRESETS)),
+        preset_option,
         click.option(
             "--eval",
             "eval_data",

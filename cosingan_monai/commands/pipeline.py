@@ -8,7 +8,14 @@ from pathlib import Path
 
 import click
 
-from cosingan_monai.core.constants import PRESETS
+from cosingan_monai.commands.options import (
+    device_option,
+    parse_sets,
+    preset_option,
+    seed_option,
+    set_option,
+    threads_option,
+)
 
 EXISTING = click.Path(exists=True, path_type=Path)
 
@@ -20,8 +27,15 @@ EXISTING = click.Path(exists=True, path_type=Path)
 @click.option(
     "--label", type=click.Path(exists=True, path_type=Path), help="Label map (found automatically if omitted)."
 )
-@click.option("--preset", type=click.Choice(PRESETS), default="demo", show_default=True)
-@click.option("--out", "out", type=click.Path(path_type=Path), default=Path("runs/latest"), show_default=True)
+@preset_option
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(path_type=Path),
+    default=Path("runs/latest"),
+    show_default=True,
+    help="Run folder (refused when it holds a run: --resume or --force).",
+)
 @click.option(
     "--eval", "eval_dir", type=click.Path(exists=True, path_type=Path), help="Real labelled cases to evaluate on."
 )
@@ -43,7 +57,10 @@ EXISTING = click.Path(exists=True, path_type=Path)
     "cores, sharing them; 1 on a GPU.",
 )
 @click.option("--intensity", type=click.Choice(["auto", "hu", "windowed"]), default="auto", show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@seed_option
+@threads_option
+@device_option
+@set_option
 @click.option("--resume", is_flag=True, help="Skip finished stages and continue an interrupted one.")
 @click.option("--force", is_flag=True, help="Replace an existing run folder.")
 def pipeline(
@@ -57,6 +74,9 @@ def pipeline(
     lanes: int | None,
     intensity: str,
     seed: int,
+    threads: int | None,
+    device: str | None,
+    sets: tuple[str, ...],
     resume: bool,
     force: bool,
 ) -> None:
@@ -77,6 +97,9 @@ def pipeline(
         lanes=lanes,
         intensity=intensity,
         seed=seed,
+        threads=threads,
+        device=device,
+        sets=parse_sets(sets),
         resume=resume,
         force=force,
         command=command,

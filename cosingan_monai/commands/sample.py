@@ -6,7 +6,15 @@ from pathlib import Path
 
 import click
 
-from cosingan_monai.core.constants import PRESETS
+from cosingan_monai.commands.options import (
+    device_option,
+    device_override,
+    parse_sets,
+    preset_option,
+    seed_option,
+    set_option,
+    threads_option,
+)
 
 
 @click.command("sample")
@@ -31,7 +39,7 @@ from cosingan_monai.core.constants import PRESETS
     show_default=True,
     help="Run folder; data goes to OUT/synthetic.",
 )
-@click.option("--preset", type=click.Choice(PRESETS), default="demo", show_default=True)
+@preset_option
 @click.option("-n", "--samples-per-condition", type=int, default=None, help="Slices per condition (default: preset).")
 @click.option(
     "--volume-label",
@@ -47,8 +55,10 @@ from cosingan_monai.core.constants import PRESETS
     show_default=True,
     help="Add infection-free copies of infected conditions.",
 )
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--threads", type=int, default=None, help="CPU threads for the run.")
+@seed_option
+@threads_option
+@device_option
+@set_option
 def sample(
     models: tuple[Path, ...],
     conditions: Path | None,
@@ -60,6 +70,8 @@ def sample(
     lesion_free: bool,
     seed: int,
     threads: int | None,
+    device: str | None,
+    sets: tuple[str, ...],
 ) -> None:
     """Write OUT/synthetic: images/, labels/, previews/, datalist.json, datalist_cls.json [+ volumes/, 3D list]."""
     from cosingan_monai.networks.pyramid import CheckpointError, CoSinGAN  # function-local: keeps --help fast
@@ -84,5 +96,6 @@ def sample(
     }
     if samples_per_condition is not None:
         overrides["samples_per_condition"] = samples_per_condition
+    overrides.update({**device_override(device), **parse_sets(sets)})
     bundles.run_bundle(bundle, "inference", preset, overrides, threads=threads)
     click.echo(f"synthetic data: {out / 'synthetic'}")

@@ -6,7 +6,15 @@ from pathlib import Path
 
 import click
 
-from cosingan_monai.core.constants import PRESETS
+from cosingan_monai.commands.options import (
+    device_option,
+    device_override,
+    parse_sets,
+    preset_option,
+    seed_option,
+    set_option,
+    threads_option,
+)
 
 
 def _slice(value: str) -> int | str:
@@ -36,7 +44,7 @@ def _slice(value: str) -> int | str:
     show_default=True,
     help="Axial slice index, or 'auto' (infected + healthy lung).",
 )
-@click.option("--preset", type=click.Choice(PRESETS), default="demo", show_default=True)
+@preset_option
 @click.option(
     "--out",
     type=click.Path(path_type=Path),
@@ -45,10 +53,21 @@ def _slice(value: str) -> int | str:
     help="Run folder; the bundle is copied to OUT/bundles/cosingan_train.",
 )
 @click.option("--resume/--no-resume", default=True, show_default=True, help="Continue from OUT's last checkpoint.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--threads", type=int, default=None, help="CPU threads for the run (1 is fastest on a busy shared CPU).")
+@seed_option
+@threads_option
+@device_option
+@set_option
 def train_gan(
-    case: Path, label: Path | None, slice_: str, preset: str, out: Path, resume: bool, seed: int, threads: int | None
+    case: Path,
+    label: Path | None,
+    slice_: str,
+    preset: str,
+    out: Path,
+    resume: bool,
+    seed: int,
+    threads: int | None,
+    device: str | None,
+    sets: tuple[str, ...],
 ) -> None:
     """Train the CoSinGAN pyramid on one slice; writes OUT/bundles/cosingan_train/models/model.pt."""
     from cosingan_monai.core.errors import CaseError
@@ -68,6 +87,8 @@ def train_gan(
         "seed": seed,
         "resume": resume,
         "tensorboard_dir": str((out / "tensorboard" / "cosingan_train").resolve()),
+        **device_override(device),
+        **parse_sets(sets),
     }
     click.echo(f"[cosingan_train] training ({preset} preset) on {case} slice {slice_}; log {bundle / 'logs'}")
     bundles.run_bundle(bundle, "train", preset, overrides, threads=threads)

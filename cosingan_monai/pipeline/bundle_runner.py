@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import errno
 import json
+import logging
 import os
 import re
 import shutil
@@ -26,8 +27,10 @@ from cosingan_monai.core.errors import CaseError
 from cosingan_monai.core.files import atomic_write_path, read_json
 from cosingan_monai.pipeline.run_folder import HELD_LOCKS
 
-#: the repository's bundles/ folder (bundles are data, not Python: they are not part of the package).
-BUNDLES_DIR = Path(__file__).resolve().parents[2] / "bundles"
+#: where the bundles are: inside the installed package (a wheel ships the repository's top-level bundles/ as
+#: cosingan_monai/bundles, setup.cfg package_dir), else the checkout's bundles/ (editable install, source tree).
+_PACKAGED_BUNDLES = Path(__file__).resolve().parents[1] / "bundles"
+BUNDLES_DIR = _PACKAGED_BUNDLES if _PACKAGED_BUNDLES.is_dir() else Path(__file__).resolve().parents[2] / "bundles"
 #: workflow -> config files (relative to BUNDLE/configs) merged in this order before the preset and overrides.
 WORKFLOWS: dict[str, tuple[str, ...]] = {
     "train": ("train.json",),
@@ -384,6 +387,11 @@ def export_torchscript(
     values = {**preset_overrides(root, "inference", preset_), **recorded, **dict(overrides or {})}
     final = root / "models" / filename
     tmp = final.with_name(f"{final.stem}.tmp-{os.getpid()}.ts")
+    # ckpt_export logs its whole argument summary at INFO to the console; the pipeline's console keeps one line
+    # per stage, so only its warnings and errors get through
+    scripts_logger = logging.getLogger("monai.bundle.scripts")
+    level = scripts_logger.level
+    scripts_logger.setLevel(logging.WARNING)
     try:
         ckpt_export(
             net_id="network_def",
@@ -396,6 +404,7 @@ def export_torchscript(
         )
         os.replace(tmp, final)
     finally:
+        scripts_logger.setLevel(level)
         tmp.unlink(missing_ok=True)
     return final
 

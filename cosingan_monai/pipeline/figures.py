@@ -1,4 +1,5 @@
-"""Report figures: lung-window slices with mask outlines, image grids, and training curves from TensorBoard logs."""
+"""Report figures: lung-window slices with mask outlines, image grids, training curves from TensorBoard logs, and
+prediction overlays (MONAI `blend_images`)."""
 
 from __future__ import annotations
 
@@ -86,5 +87,92 @@ def curves(series: dict[str, list[tuple[int, float]]], path: str | Path, columns
         ax.plot(steps, values, lw=1)
         ax.set_title(tag, fontsize=8)
         ax.tick_params(labelsize=7)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+#: TensorBoard tags worth a curve (substring match); the GAN also logs gradient penalties, noise amplitudes, ...
+CURVE_TAGS = ("loss", "dice", "auc", "acc", "rec", "learning_rate")
+
+
+def bundle_panels(series: dict[str, list[tuple[int, float]]]) -> dict[str, dict[str, dict[str, list]]]:
+    """Group `read_scalars` series per bundle (the first folder of the tag) into panels of lines.
+
+    A GAN tag `cosingan_train/scale2/loss_d` is the line `scale2` of panel `loss_d`; the downstream bundles'
+    validation metrics (`val_*`) share one panel `validation`, one line each. Held-out `test_*` values (one point)
+    are left to the metrics tables. Returns {bundle: {panel: {line: points}}}, bundles and panels sorted.
+    """
+    out: dict[str, dict[str, dict[str, list]]] = {}
+    for key, points in sorted(series.items()):
+        bundle, _, rest = key.partition("/")
+        if not rest:
+            bundle, rest = "run", key
+        *groups, tag = rest.split("/")
+        if tag.startswith("test_") or not any(t in tag.lower() for t in CURVE_TAGS):
+            continue
+        panel, line = ("validation", tag) if tag.startswith("val_") else (tag, "/".join(groups) or tag)
+        out.setdefault(bundle, {}).setdefault(panel, {})[line] = sorted(points)
+    return out
+
+
+def x_label(bundle: str, panel: str) -> str:
+    """The x axis of a panel: epochs for validation, iterations of its scale for the GAN, iterations otherwise."""
+    if panel == "validation":
+        return "epoch"
+    return "iteration (per scale)" if bundle.startswith("cosingan_train") else "iteration"
+
+
+def bundle_curves(panels: dict[str, dict[str, dict[str, list]]], path: str | Path) -> Path | None:
+    """One row of labelled line plots per bundle (`bundle_panels`); None when nothing was logged."""
+    if not panels:
+        return None
+    cols = max(len(p) for p in panels.values())
+    fig, axes = plt.subplots(len(panels), cols, figsize=(3.6 * cols, 2.7 * len(panels)), squeeze=False)
+    for row, (bundle, bundle_panels_) in zip(axes, panels.items(), strict=True):
+        for ax in row[len(bundle_panels_) :]:
+            ax.axis("off")
+        for ax, (panel, lines) in zip(row, bundle_panels_.items(), strict=False):
+            for line, points in lines.items():
+                steps, values = zip(*points, strict=True)
+                ax.plot(steps, values, lw=1, marker="." if len(points) < 10 else None, label=line)
+            ax.set_title(f"{bundle}: {panel}", fontsize=8)
+            ax.set_xlabel(x_label(bundle, panel), fontsize=7)
+            ax.set_ylabel(panel if panel != "validation" else "metric", fontsize=7)
+            ax.tick_params(labelsize=7)
+            if len(lines) > 1:
+                ax.legend(fontsize=6, ncol=2 if len(lines) > 4 else 1)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def overlay_panels(cases: Sequence[dict], path: str | Path, title: str = "") -> Path | None:
+    """Rows of (image, truth overlay, prediction overlay) for RAS (x, y) HU slices and class maps (0 background,
+    1 lung, 2 infection: the segmenters' classes).
+
+    `cases`: dicts with "hu", "label", "pred" (2D arrays) and "name", "dice" ({"lung": d, "infection": d}). Overlays
+    are MONAI `blend_images` over the lung-window image (lung green, infection red: jet at 0.5 and 1), in
+    radiological display.
+    """
+    from monai.visualize import blend_images
+
+    if not cases:
+        return None
+    fig, axes = plt.subplots(len(cases), 3, figsize=(7.2, 2.5 * len(cases)), squeeze=False)
+    lo, hi = LUNG_WINDOW
+    for row, case in zip(axes, cases, strict=True):
+        image = np.clip((ras_to_display(case["hu"]).astype(np.float32) - lo) / (hi - lo), 0, 1)[None]
+        panels = [("image", np.repeat(image, 3, 0))]
+        for name in ("label", "pred"):
+            lab = ras_to_display(np.asarray(case[name])).astype(np.float32)[None] / 2.0  # same colours in both
+            panels.append((name, np.asarray(blend_images(image, lab, alpha=0.45, cmap="jet", rescale_arrays=False))))
+        dice = ", ".join(f"{k} {v:.2f}" if np.isfinite(v) else f"{k} n/a" for k, v in case["dice"].items())
+        for ax, (name, rgb) in zip(row, panels, strict=True):
+            ax.imshow(np.moveaxis(rgb, 0, -1), interpolation="nearest")
+            ax.axis("off")
+            ax.set_title(
+                {"image": case["name"], "label": "truth", "pred": f"prediction (Dice {dice})"}[name], fontsize=7
+            )
+    if title:
+        fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return _save(fig, path)

@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 import nibabel as nib
 import numpy as np
 
-from cosingan_monai.core.files import atomic_write_path
-from cosingan_monai.pipeline.figures import curves, read_scalars, slice_grid
+from cosingan_monai.core.constants import INFECTION
+from cosingan_monai.core.files import atomic_write_path, write_json
+from cosingan_monai.pipeline import bundle_runner as bundles
+from cosingan_monai.pipeline.figures import bundle_curves, bundle_panels, overlay_panels, read_scalars, slice_grid
 from cosingan_monai.pipeline.heldout import heldout_markdown
 from cosingan_monai.pipeline.run_folder import RunFolder
-
-#: TensorBoard tags worth a curve in the report (substring match); the GAN logs many more per scale.
-CURVE_TAGS = ("loss", "dice", "auc", "acc", "rec")
-MAX_CURVES = 12
 
 
 def _load2d(path: str | Path) -> np.ndarray:
@@ -43,11 +42,115 @@ def sample_grid(run: RunFolder, count: int = 8) -> Path | None:
 
 
 def training_curves(run: RunFolder) -> Path | None:
-    """Curves of the run's key TensorBoard scalars (losses, Dice, AUC), or None when nothing was logged."""
-    series = read_scalars(run.root / "tensorboard")
-    keep = {k: v for k, v in series.items() if any(t in k.lower() for t in CURVE_TAGS)}
-    keep = dict(sorted(keep.items())[:MAX_CURVES])
-    return curves(keep, run.root / "figures" / "training_curves.png")
+    """One row of curves per bundle (GAN losses per scale, downstream loss, learning rate, validation metrics),
+    or None when nothing was logged."""
+    return bundle_curves(
+        bundle_panels(read_scalars(run.root / "tensorboard")), run.root / "figures" / "training_curves.png"
+    )
+
+
+#: evaluated segmenters -> the evaluation datalist (RUN/data/eval/) their overlay cases come from.
+OVERLAY_LISTS = {
+    "covid_seg_2d": "eval_datalist.json",
+    "covid_seg_2d_baseline": "eval_datalist.json",
+    "covid_seg_3d": "eval_datalist_3d.json",
+}
+OVERLAY_CASES = 4
+
+
+def _classes(label_map: np.ndarray) -> np.ndarray:
+    """COVID-19-CT-Seg 0-3 -> the segmenters' classes 0 background, 1 lung, 2 infection."""
+    out = (label_map > 0).astype(np.uint8)
+    out[label_map == INFECTION] = 2
+    return out
+
+
+def case_dice(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """Per-class Dice of one case (class maps 0/1/2) with MONAI `compute_dice`; NaN where both are empty."""
+    import torch
+    from monai.metrics import compute_dice
+    from monai.networks.utils import one_hot
+
+    p, t = (one_hot(torch.as_tensor(a.astype(np.int64))[None, None], num_classes=3) for a in (pred, truth))
+    dice = compute_dice(p, t, include_background=False, ignore_empty=True)[0]
+    return {"lung": float(dice[0]), "infection": float(dice[1])}
+
+
+def _pick_cases(entries: list[dict[str, Any]], count: int) -> list[dict[str, Any]]:
+    """The most infected cases, and one without infection when there is one (what a reader wants to see)."""
+    sized = sorted(entries, key=lambda e: -int((np.asanyarray(nib.load(e["label"]).dataobj) == INFECTION).sum()))
+    chosen = (
+        sized[: count - 1]
+        + [e for e in sized[count - 1 :] if not (np.asanyarray(nib.load(e["label"]).dataobj) == INFECTION).any()][:1]
+    )
+    return chosen[:count]
+
+
+def prediction_overlay(run: RunFolder, name: str) -> Path | None:
+    """RUN/figures/overlay_<name>.png: image, truth, prediction and per-case Dice on a few evaluation cases.
+
+    The predictions are the trained copy's own inference workflow (its baked configs; `python -m monai.bundle run`,
+    logging to BUNDLE/logs/inference.log) on the chosen cases, written once to RUN/eval/<name>/overlay/ (a resumed
+    run reuses them). None without evaluation data.
+    """
+    bundle = run.root / "bundles" / name
+    source = run.root / "data" / "eval" / OVERLAY_LISTS[name]
+    if not (bundle / "models" / "model.pt").is_file() or not source.is_file():
+        return None
+    entries = json.loads(source.read_text()).get("test", [])
+    if not entries:
+        return None
+    chosen = _pick_cases(entries, OVERLAY_CASES)
+    out = run.root / "eval" / name / "overlay"
+    preds = {e["image"]: out / (Path(e["image"]).name.split(".nii")[0] + "_seg.nii.gz") for e in chosen}
+    if not all(p.is_file() for p in preds.values()):
+        datalist = write_json(out / "datalist.json", {"training": [], "validation": [], "test": chosen})
+        preset_file = bundle / "logs" / "train_preset.txt"
+        preset = preset_file.read_text().strip() if preset_file.is_file() else "full"
+        bundles.run_bundle(bundle, "inference", preset, {"datalist": str(datalist), "output_dir": str(out)})
+    cases = []
+    for entry in chosen:
+        hu = np.asanyarray(nib.load(entry["image"]).dataobj).astype(np.float32)
+        truth = _classes(np.asanyarray(nib.load(entry["label"]).dataobj))
+        pred = np.asanyarray(nib.load(preds[entry["image"]]).dataobj).astype(np.uint8)
+        hu, truth, pred = (a.reshape(a.shape[:2] + (-1,)) for a in (hu, truth, pred))
+        z = int(np.argmax((truth == 2).sum(axis=(0, 1)) * 1000 + (truth > 0).sum(axis=(0, 1))))  # most infection
+        label = Path(entry["image"]).name.split(".nii")[0] + (f" z={z}" if hu.shape[2] > 1 else "")
+        cases.append(
+            {
+                "hu": hu[..., z],
+                "label": truth[..., z],
+                "pred": pred[..., z],
+                "name": label,
+                "dice": case_dice(pred, truth),
+            }
+        )
+    return overlay_panels(cases, run.root / "figures" / f"overlay_{name}.png", f"{name}: held-out cases")
+
+
+def environment(seed: int, threads: int | None, lanes: int = 1) -> dict[str, Any]:
+    """What a run's numbers depend on besides its inputs: versions, seed, device, CPU threads per bundle run."""
+    import platform
+
+    import monai
+    import torch
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "monai": monai.__version__,
+        "numpy": np.__version__,
+        "seed": seed,
+        "device": f"cuda ({torch.cuda.get_device_name(0)})" if torch.cuda.is_available() else "cpu",
+        "threads_per_bundle": threads if threads is not None else int(os.environ.get("OMP_NUM_THREADS", 0)) or None,
+        "parallel_stages": lanes,
+        "cpu_count": os.cpu_count(),
+    }
+
+
+def environment_markdown(env: dict[str, Any]) -> str:
+    """The environment as one markdown table row per field."""
+    return "\n".join(["| | |", "|---|---|", *(f"| {k} | {'default' if v is None else v} |" for k, v in env.items())])
 
 
 def _fmt(value: Any) -> str:
@@ -74,6 +177,9 @@ def write_report(run: RunFolder, metrics: dict[str, Any]) -> Path:
     """Write RUN/report.md (atomically) with the command that made it, the tables and the figures."""
     command = json.loads((run.root / "run.json").read_text()).get("command", "")
     figures = [("Training slice and synthetic samples", sample_grid(run)), ("Training curves", training_curves(run))]
+    for name in metrics.get("evaluation") or {}:
+        if name in OVERLAY_LISTS:
+            figures.append((f"Predictions of {name} on evaluation cases", prediction_overlay(run, name)))
     parts = [
         "# cosingan-monai run report",
         "",
@@ -85,6 +191,8 @@ def write_report(run: RunFolder, metrics: dict[str, Any]) -> Path:
         metrics_markdown(metrics),
         "",
     ]
+    if metrics.get("environment"):
+        parts += ["## Environment", "", environment_markdown(metrics["environment"]), ""]
     for title, path in figures:
         if path is not None:
             parts += [f"## {title}", "", f"![{title}]({path.relative_to(run.root).as_posix()})", ""]

@@ -218,7 +218,20 @@ class RunFolder:
         wall = time.perf_counter() - start
         self.timings[name] = wall
         self.finish(name, result, wall)
-        echo(f"[{name}] done in {wall:.1f} s")
+        echo(f"[{name}] done in {wall:.1f} s{summary_metric(result.metrics)}")
+
+
+#: the metric a stage's summary line names, first found: held-out infection Dice and AUC, then the rest.
+KEY_METRICS = ("test_dice_infection", "test_auc", "test_mean_dice", "negatives", "lung_slices")
+
+
+def summary_metric(metrics: dict[str, Any]) -> str:
+    """', KEY VALUE' for a stage's key metric (KEY_METRICS order), or '' when it reported none."""
+    for key in KEY_METRICS:
+        value = metrics.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return f", {key} {value:.4f}" if isinstance(value, float) else f", {key} {value}"
+    return ""
 
 
 def run_stage(

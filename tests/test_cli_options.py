@@ -1,0 +1,46 @@
+"""One name, one meaning: the shared options on every command that runs a bundle, and choice lists for presets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import pytest
+
+from cosingan_monai.cli import main
+from cosingan_monai.core.constants import PRESETS
+from cosingan_monai.pipeline.pipeline import PipelineOptions
+
+BUNDLE_COMMANDS = ("pipeline", "train-gan", "sample", "train-seg", "train-cls")
+
+
+def _params(name: str) -> dict[str, click.Parameter]:
+    command = main.get_command(click.Context(main), name)
+    return {opt: p for p in command.params for opt in p.opts}
+
+
+@pytest.mark.parametrize("name", BUNDLE_COMMANDS)
+def test_bundle_commands_share_seed_threads_device_set(name):
+    params = _params(name)
+    for opt in ("--seed", "--threads", "--device", "--set", "--out", "--preset"):
+        assert opt in params, (name, opt)
+        assert params[opt].help, (name, opt)
+    assert params["--set"].multiple and list(params["--device"].type.choices) == ["cpu", "cuda"]
+    assert list(params["--preset"].type.choices) == list(PRESETS)
+    assert params["--seed"].help == _params("pipeline")["--seed"].help  # the same text everywhere
+
+
+def test_label_app_preset_is_a_choice():
+    assert list(_params("label-app")["--preset"].type.choices) == ["auto", *PRESETS]
+
+
+def test_pipeline_and_experiment_default_to_the_same_augmentation():
+    assert _params("pipeline")["--strong-aug"].default is False
+    assert _params("experiment")["--strong-aug"].default is False
+
+
+def test_pipeline_set_reaches_every_bundle_or_one():
+    opts = PipelineOptions(case=Path("c.nii.gz"), preset="test", device="cpu")
+    opts.sets = {"max_epochs": 3, "covid_seg_3d:image_size": 32}
+    assert opts.overrides_for("covid_seg_3d") == {"device": "$torch.device('cpu')", "max_epochs": 3, "image_size": 32}
+    assert opts.overrides_for("covid_seg_2d") == {"device": "$torch.device('cpu')", "max_epochs": 3}
