@@ -89,6 +89,10 @@ def test_report_shows_every_bundle_and_the_predictions(finished_run):
     for name in DOWNSTREAM:
         assert {"train_loss", "learning_rate", "validation"} <= set(panels[name]), name
     assert "ckpt_export" not in output and "exported to file" not in output
+    for log in (out / "bundles").glob("*/logs/*.log"):
+        text = log.read_text(encoding="utf-8", errors="replace")
+        for noise in ("Not all config files", "deprecated name", "\r", "it/s]"):  # nor progress-bar fragments
+            assert noise not in text, (log, noise)
     assert "[eval_covid_seg_2d] done in" in output and ", test_dice_infection " in output
 
 
