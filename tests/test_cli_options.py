@@ -44,3 +44,25 @@ def test_pipeline_set_reaches_every_bundle_or_one():
     opts.sets = {"max_epochs": 3, "covid_seg_3d:image_size": 32}
     assert opts.overrides_for("covid_seg_3d") == {"device": "$torch.device('cpu')", "max_epochs": 3, "image_size": 32}
     assert opts.overrides_for("covid_seg_2d") == {"device": "$torch.device('cpu')", "max_epochs": 3}
+
+
+def test_train_gan_refuses_an_existing_training_without_resume_or_force(tmp_path):
+    """train-gan takes --resume / --force as pipeline and experiment do: an existing training is never silently
+    continued or replaced."""
+    from click.testing import CliRunner
+
+    from cosingan_monai.phantom.generator import write_phantom_dataset
+
+    image, _ = write_phantom_dataset(tmp_path / "ph", cases=1, seed=0, size=32, slices=4, healthy_fraction=0.0)[0]
+    out = tmp_path / "gan"
+    model = out / "bundles" / "cosingan_train" / "models" / "model.pt"
+    model.parent.mkdir(parents=True)
+    model.write_bytes(b"earlier training")
+    args = ["train-gan", "--case", str(image), "--preset", "test", "--out", str(out)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1 and "--resume" in result.output and "--force" in result.output
+    result = CliRunner().invoke(main, [*args, "--resume", "--force"])
+    assert result.exit_code == 2 and "exclude" in result.output
+    assert model.read_bytes() == b"earlier training"
+    for opt in ("--resume", "--force"):
+        assert _params("train-gan")[opt].is_flag and _params("pipeline")[opt].is_flag

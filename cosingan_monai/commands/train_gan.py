@@ -52,7 +52,8 @@ def _slice(value: str) -> int | str:
     show_default=True,
     help="Run folder; the bundle is copied to OUT/bundles/cosingan_train.",
 )
-@click.option("--resume/--no-resume", default=True, show_default=True, help="Continue from OUT's last checkpoint.")
+@click.option("--resume", is_flag=True, help="Continue the training in OUT from its last checkpoint.")
+@click.option("--force", is_flag=True, help="Start again, replacing the training in OUT.")
 @seed_option
 @threads_option
 @device_option
@@ -64,6 +65,7 @@ def train_gan(
     preset: str,
     out: Path,
     resume: bool,
+    force: bool,
     seed: int,
     threads: int | None,
     device: str | None,
@@ -79,6 +81,11 @@ def train_gan(
         load_case(case, label)  # validate before copying anything
     except CaseError as exc:
         raise click.ClickException(str(exc)) from None
+    if resume and force:
+        raise click.UsageError("--resume and --force exclude each other")
+    previous = out / "bundles" / "cosingan_train"
+    if not (resume or force) and any((previous / f).is_file() for f in ("models/model.pt", "eval/checkpoint.pt")):
+        raise click.ClickException(f"{previous} holds a training: --resume continues it, --force starts again")
     bundle = bundles.copy_bundle("cosingan_train", out / "bundles")
     overrides = {
         "case": str(case.resolve()),
