@@ -30,6 +30,12 @@ def test_bundle_commands_share_seed_threads_device_set(name):
     assert params["--seed"].help == _params("pipeline")["--seed"].help  # the same text everywhere
 
 
+@pytest.mark.parametrize("name", (*BUNDLE_COMMANDS, "experiment", "datalist", "phantom", "label-app"))
+def test_out_is_required_everywhere(name):
+    """--out has one meaning (where the command writes) and no default anywhere: nothing lands in a surprise folder."""
+    assert _params(name)["--out"].required, name
+
+
 def test_label_app_preset_is_a_choice():
     assert list(_params("label-app")["--preset"].type.choices) == ["auto", *PRESETS]
 

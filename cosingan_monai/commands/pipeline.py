@@ -32,8 +32,7 @@ EXISTING = click.Path(exists=True, path_type=Path)
     "--out",
     "out",
     type=click.Path(path_type=Path),
-    default=Path("runs/latest"),
-    show_default=True,
+    required=True,
     help="Run folder (refused when it holds a run: --resume or --force).",
 )
 @click.option(

@@ -35,8 +35,7 @@ from cosingan_monai.commands.options import (
 @click.option(
     "--out",
     type=click.Path(path_type=Path),
-    default=Path("runs/cosingan_sample"),
-    show_default=True,
+    required=True,
     help="Run folder; data goes to OUT/synthetic.",
 )
 @preset_option

@@ -48,8 +48,7 @@ def _slice(value: str) -> int | str:
 @click.option(
     "--out",
     type=click.Path(path_type=Path),
-    default=Path("runs/cosingan_train"),
-    show_default=True,
+    required=True,
     help="Run folder; the bundle is copied to OUT/bundles/cosingan_train.",
 )
 @click.option("--resume", is_flag=True, help="Continue the training in OUT from its last checkpoint.")
