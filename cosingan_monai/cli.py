@@ -6,7 +6,7 @@ import importlib
 
 import click
 
-from cosingan_monai.core.errors import no_space_message
+from cosingan_monai.core.errors import BundleError, failure_message
 
 # sub-command name -> "module:attribute"; imported only when that command runs, so `--help` needs no torch import.
 COMMANDS: dict[str, str] = {
@@ -31,11 +31,12 @@ class LazyGroup(click.Group):
         return sorted(COMMANDS)
 
     def invoke(self, ctx: click.Context) -> object:
-        """Run the sub-command; a full disk anywhere below ends in one line, `no space left on device: PATH`."""
+        """Run the sub-command; a full disk anywhere below ends in one line, `no space left on device: PATH`, and a
+        failed bundle run in one line naming the bundle, the workflow, the cause from its log and the log."""
         try:
             return super().invoke(ctx)
-        except OSError as exc:
-            message = no_space_message(exc)
+        except (OSError, BundleError) as exc:
+            message = failure_message(exc)
             if message is None:
                 raise
             raise click.ClickException(message) from None

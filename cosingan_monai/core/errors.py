@@ -30,3 +30,29 @@ def no_space_message(exc: BaseException) -> str | None:
                     return f"no space left on device: {entry[1]}"
         exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
     return None
+
+
+class BundleError(RuntimeError):
+    """A bundle workflow run as a subprocess failed; str() is one line: the bundle, the workflow, the cause line of
+    its log and the log's path (the CLI prints it as the whole error)."""
+
+    def __init__(self, bundle: str, workflow: str, returncode: int, cause: str, log: str | os.PathLike[str]) -> None:
+        self.bundle, self.workflow, self.returncode, self.cause = bundle, workflow, returncode, cause
+        self.log = Path(log)
+        super().__init__(f"bundle {bundle} {workflow} failed (exit {returncode}): {cause}; log: {self.log}")
+
+    def __reduce__(self) -> tuple[type, tuple[str, str, int, str, Path]]:
+        return type(self), (self.bundle, self.workflow, self.returncode, self.cause, self.log)
+
+
+def failure_message(exc: BaseException) -> str | None:
+    """The CLI's one-line message for a failure outside the program: a full disk (`no_space_message`) or a failed
+    bundle run (`BundleError`), also when wrapped; None for anything else (a bug: its traceback is kept)."""
+    message = no_space_message(exc)
+    seen: set[int] = set()
+    while message is None and exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, BundleError):
+            message = str(exc)
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    return message

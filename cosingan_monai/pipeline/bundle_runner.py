@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from cosingan_monai.core.constants import PRESETS
-from cosingan_monai.core.errors import CaseError
+from cosingan_monai.core.errors import BundleError, CaseError
 from cosingan_monai.core.files import atomic_write_path, read_json
 from cosingan_monai.pipeline.run_folder import HELD_LOCKS
 
@@ -246,7 +246,7 @@ def run_bundle(
     """Run `workflow` (train, evaluate, inference, multi_gpu_train) of a bundle folder with a preset and overrides.
 
     `resume=True` passes the override `resume: true` (bundles that can resume read it). Subprocess runs log to
-    BUNDLE/logs/<workflow>.log and raise RuntimeError with the log's tail on failure; `nproc > 1` uses torchrun.
+    BUNDLE/logs/<workflow>.log and raise BundleError (the log's cause line) on failure; `nproc > 1` uses torchrun.
     `threads` caps the CPU threads of the run (1 is much faster than 2 on a CPU shared with other jobs).
     Returns the run record; `metrics` holds the evaluator's metrics (evaluate: also read from eval/metrics.csv).
     """
@@ -323,15 +323,34 @@ def _run_subprocess(bundle: Path, workflow: str, args_file: Path, nproc: int, th
         full = no_space_path(lines, bundle)
         if full is not None:
             raise OSError(errno.ENOSPC, f"bundle {bundle.name} {workflow} ran out of disk space; log {log}", full)
-        # chained tracebacks bury the root cause; quote every exception line, then the log's tail
-        errors = list(dict.fromkeys(ln for ln in lines if re.match(r"^[\w.]*(Error|Exception)\b.*:", ln)))
-        tail = "\n".join(lines[-12:])
-        raise RuntimeError(
-            f"bundle {bundle.name} {workflow} failed (exit {proc.returncode}); log {log}\n"
-            + "\n".join(errors[-6:])
-            + f"\n...\n{tail}"
-        )
+        raise BundleError(bundle.name, workflow, proc.returncode, failure_cause(lines), log)
     return log
+
+
+#: exception messages that only wrap the real cause (MONAI's transform and config wrappers, torch's DataLoader)
+_WRAPPERS = re.compile(
+    r"applying transform |Failed to instantiate component|Failed to evaluate |Caught \w+ in DataLoader worker"
+)
+
+
+def failure_cause(log_lines: Sequence[str]) -> str:
+    """The line of a failed run's log that says why: the last exception line that is not a mere wrapper (chained
+    tracebacks end in MONAI's "applying transform" / "Failed to instantiate" wrappers, the cause comes before
+    them), without its module path; else the log's last non-empty line."""
+    causes = []
+    after_traceback = False
+    for line in log_lines:
+        if line.endswith("Traceback (most recent call last):"):
+            after_traceback = True
+        elif after_traceback and line and not line[0].isspace():
+            causes.append(line)  # the first unindented line after a traceback's frames: its exception
+            after_traceback = False
+    if not causes:
+        causes = [ln for ln in log_lines if re.match(r"^[\w.]*(Error|Exception)\b.*:", ln)]
+    if not causes:
+        return next((ln.strip() for ln in reversed(log_lines) if ln.strip()), "the log is empty")
+    cause = next((c for c in reversed(causes) if not _WRAPPERS.search(c)), causes[0])
+    return re.sub(r"^(?:[A-Za-z_]\w*\.)+(?=\w+(?::|$))", "", cause)  # nibabel.x.ImageFileError -> ImageFileError
 
 
 def no_space_path(log_lines: Sequence[str], bundle: Path) -> str | None:
