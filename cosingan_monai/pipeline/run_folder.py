@@ -117,7 +117,10 @@ class RunFolder:
         self.root = check_out(root).resolve()  # bundles run with their own folder as cwd: paths must be absolute
         self._lock_fd: int | None = None
         marker = self.root / RUN_MARKER
-        if self.root.is_dir() and not marker.exists() and any(p.name != LOCK_NAME for p in self.root.iterdir()):
+        # a folder with our lock file is a run folder, maybe one whose run.json another run is writing right now:
+        # the lock, not this check, decides then (two fresh starts at once must see "another run", not "foreign")
+        foreign = not marker.exists() and not (self.root / LOCK_NAME).exists()
+        if self.root.is_dir() and foreign and any(self.root.iterdir()):
             raise RunFolderError(f"{self.root}: exists and is not a cosingan-monai run folder; pick another --out")
         try:
             self.root.mkdir(parents=True, exist_ok=True)
