@@ -96,6 +96,22 @@ def test_report_shows_every_bundle_and_the_predictions(finished_run):
     assert "[eval_covid_seg_2d] done in" in output and ", test_dice_infection " in output
 
 
+def test_realism_of_the_synthetic_set_is_reported(finished_run):
+    """Stage `realism` scores the synthetic set against the case's real slices (metrics/realism.py), with the
+    real-slice baseline as the real-trained segmenter, into metrics.json, realism/, report.md and the console."""
+    out, output = finished_run
+    figures = json.loads((out / "metrics.json").read_text())["realism"]
+    assert 0.0 < figures["summary_score"] <= 1.0
+    assert figures["lung_laplacian_ratio"] > 0.0 and figures["body_gradient_ratio"] > 0.0
+    assert -1100.0 < figures["real_lung_mean_hu"] < -300.0  # the phantom's healthy lung, in HU
+    full = json.loads((out / "realism" / "realism.json").read_text())
+    assert "covid_seg_2d_baseline" in (full["segmenter"]["note"] or "")
+    assert full["segmenter"]["lung_dice_synthetic"] is not None
+    assert (out / "manifests" / "realism.json").is_file()
+    assert "## Realism of the synthetic set" in (out / "report.md").read_text()
+    assert "lung texture ratio" in output and "[realism] done in" in output
+
+
 def test_metrics_json_has_numbers(finished_run):
     out, _ = finished_run
     metrics = json.loads((out / "metrics.json").read_text())

@@ -283,3 +283,57 @@ def run_realism(
             tmp.write_text(report.to_markdown(), encoding="utf-8")
         written.append(md)
     return report, written
+
+
+#: The few realism figures a pipeline or experiment table shows per synthetic set (the full report is beside it).
+KEY_FIGURES: tuple[tuple[str, str], ...] = (
+    ("summary_score", "summary"),
+    ("lung_laplacian_ratio", "lung texture ratio"),
+    ("lung_gradient_ratio", "lung gradient ratio"),
+    ("body_gradient_ratio", "body gradient ratio"),
+    ("lesion_mean_hu", "lesion HU"),
+    ("lung_mean_hu", "healthy lung HU"),
+    ("contrast_ratio", "lesion contrast ratio"),
+    ("diversity_ratio", "diversity ratio"),
+    ("segmenter_infection_dice", "real-trained segmenter infection Dice"),
+)
+
+
+def key_figures(report: RealismReport) -> dict[str, float | None]:
+    """The KEY_FIGURES of one report, plus the real set's lesion and healthy-lung HU for reference."""
+    lung, body, lesion = (report.regions.get(r) for r in ("healthy_lung", "body", "lesion"))
+    return {
+        "summary_score": report.summary_score,
+        "lung_laplacian_ratio": lung.laplacian_ratio if lung else None,
+        "lung_gradient_ratio": lung.gradient_ratio if lung else None,
+        "body_gradient_ratio": body.gradient_ratio if body else None,
+        "lesion_mean_hu": lesion.mean_hu_synthetic if lesion else None,
+        "lung_mean_hu": lung.mean_hu_synthetic if lung else None,
+        "contrast_ratio": report.contrast.ratio,
+        "diversity_ratio": report.diversity.ratio,
+        "segmenter_infection_dice": report.segmenter.infection_dice_synthetic,
+        "real_lesion_mean_hu": lesion.mean_hu_real if lesion else None,
+        "real_lung_mean_hu": lung.mean_hu_real if lung else None,
+    }
+
+
+def key_figures_markdown(rows: dict[str, dict[str, float | None]]) -> str:
+    """A markdown table: one row per named synthetic set, the KEY_FIGURES as columns (HU rounded, ratios 2 places)."""
+
+    def cell(key: str, value: float | None) -> str:
+        if value is None or not np.isfinite(value):
+            return "n/a"
+        return f"{value:.0f}" if key.endswith("_hu") else f"{value:.3f}" if key == "summary_score" else f"{value:.2f}"
+
+    head = "| set | " + " | ".join(title for _, title in KEY_FIGURES) + " |"
+    lines = [head, "|" + "---|" * (len(KEY_FIGURES) + 1)]
+    for name, figures in rows.items():
+        lines.append(f"| {name} | " + " | ".join(cell(k, figures.get(k)) for k, _ in KEY_FIGURES) + " |")
+    real = next(iter(rows.values()), {})
+    if real.get("real_lesion_mean_hu") is not None or real.get("real_lung_mean_hu") is not None:
+        lines += [
+            "",
+            f"Real set: lesion {cell('x_hu', real.get('real_lesion_mean_hu'))} HU, healthy lung "
+            f"{cell('x_hu', real.get('real_lung_mean_hu'))} HU (docs/realism.md defines every column).",
+        ]
+    return "\n".join(lines)

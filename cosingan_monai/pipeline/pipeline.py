@@ -19,6 +19,7 @@ from cosingan_monai.core.errors import CaseError
 from cosingan_monai.core.files import write_json
 from cosingan_monai.data.datalists import find_volume_pairs, prepare_any
 from cosingan_monai.data.io import load_case
+from cosingan_monai.metrics.realism_io import key_figures, key_figures_markdown, run_realism
 from cosingan_monai.pipeline import bundle_runner as bundles
 from cosingan_monai.pipeline.case_prep import (
     PreparedCase,
@@ -321,6 +322,8 @@ def _run_stages(
             **{**schedule("covid_seg_2d", opts.preset), **opts.overrides_for("covid_seg_2d")},
         )
         result.outputs["model"] = str(bundle / "models" / "model.pt")
+        with IN_PROCESS_LOCK:  # TorchScript too: the realism stage runs it as the real-trained segmenter
+            result.outputs["torchscript"] = str(bundles.export_torchscript(bundle))
 
     # independent of each other: side by side on a CPU, longest first (stage_lanes.py)
     trainings: dict[str, Callable[[Any], None]] = {
@@ -335,8 +338,10 @@ def _run_stages(
         trainings.pop(name)
     jobs = {name: partial(run_stage, run, f"train_{name}", echo, body, ("sample",)) for name, body in trainings.items()}
     run_in_lanes(jobs, plan.lanes)
+    realism = synthetic_realism(run, synthetic, "covid_seg_2d_baseline" in trainings, echo)
 
     metrics: dict[str, Any] = {"preset": opts.preset, "case": str(opts.case), "timings_s": {}}
+    metrics["realism"] = realism
     metrics["environment"] = environment(opts.seed, plan.threads, plan.lanes)
     if skips:
         metrics["skipped"] = skips
@@ -348,13 +353,36 @@ def _run_stages(
         metrics["heldout"] = heldout_summary(run.root / "eval", cls_list if cls_list.is_file() else None)
     write_json(run.root / "metrics.json", metrics)
     report = write_report(run, metrics)
-    summary = f"{metrics_markdown(metrics)}\n\nreport: {report}\nmetrics: {run.root / 'metrics.json'}"
+    realism_table = key_figures_markdown({"synthetic vs the case's real slices": realism})
+    paths = f"report: {report}\nmetrics: {run.root / 'metrics.json'}"
+    summary = f"{metrics_markdown(metrics)}\n\n{realism_table}\n\n{paths}"
     held = heldout_markdown(metrics.get("heldout", {}))
     return f"{summary}\n\n{held}" if held else summary
 
 
+def synthetic_realism(run: RunFolder, synthetic: Path, with_baseline: bool, echo: Echo) -> dict[str, Any]:
+    """Stage `realism`: the synthetic set against the case's own real lung slices (metrics/realism.py), with the
+    real-slice baseline as the real-trained segmenter when it was trained; RUN/realism/realism.{json,md}."""
+    after = ("sample", "train_covid_seg_2d_baseline") if with_baseline else ("sample",)
+
+    def body(result: Any) -> None:
+        case = run.root / "data" / "case"
+        real = write_json(
+            run.root / "data" / "realism_real.json",
+            {"training": [{"image": str(case / "image.nii.gz"), "label": str(case / "label.nii.gz")}]},
+        )
+        baseline = run.root / "bundles" / "covid_seg_2d_baseline"
+        report, written = run_realism(
+            real, synthetic, run.root / "realism", segmenter=baseline if with_baseline else None
+        )
+        result.outputs.update({"json": str(written[0]), "markdown": str(written[1])})
+        result.metrics.update(key_figures(report))
+
+    return run_stage(run, "realism", echo, body, after=after)["metrics"]
+
+
 #: The pipeline's phases in run order; stages of one phase (trainings, evaluations) ran side by side.
-STAGE_PHASES = ("validate", "select", "train_gan", "conditions", "sample", "train_", "prepare_eval", "eval_")
+STAGE_PHASES = ("validate", "select", "train_gan", "conditions", "sample", "train_", "realism", "prepare_eval", "eval_")
 
 
 def _phase(stage: str) -> int:

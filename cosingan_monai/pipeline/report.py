@@ -12,6 +12,7 @@ import numpy as np
 
 from cosingan_monai.core.constants import INFECTION
 from cosingan_monai.core.files import atomic_write_path, write_json
+from cosingan_monai.metrics.realism_io import key_figures_markdown
 from cosingan_monai.pipeline import bundle_runner as bundles
 from cosingan_monai.pipeline.figures import bundle_curves, bundle_panels, overlay_panels, read_scalars, slice_grid
 from cosingan_monai.pipeline.heldout import heldout_markdown
@@ -196,6 +197,16 @@ def write_report(run: RunFolder, metrics: dict[str, Any]) -> Path:
     for title, path in figures:
         if path is not None:
             parts += [f"## {title}", "", f"![{title}]({path.relative_to(run.root).as_posix()})", ""]
+    realism_md = run.root / "realism" / "realism.md"
+    if realism_md.is_file():  # metrics/realism.py: the synthetic set against the case's real slices
+        parts += [
+            "## Realism of the synthetic set",
+            "",
+            key_figures_markdown({"synthetic vs the case's real slices": metrics.get("realism") or {}}),
+            "",
+            f"Full report: `{realism_md.relative_to(run.root).as_posix()}`",
+            "",
+        ]
     parts += [
         "## Trained bundles",
         "",
