@@ -1,7 +1,7 @@
 """One pyramid scale's adversarial training as a `monai.engines.Trainer` subclass (the MAISI bundle's pattern).
 
-No stock MONAI GAN trainer fits (docs/design.md): GanTrainer is unconditional and AdversarialTrainer shows the critic the
-input. The step itself is plain PyTorch (`ScaleStep`); this engine adds Ignite's loop, events and handlers.
+No stock MONAI GAN trainer fits (docs/design.md): GanTrainer is unconditional and AdversarialTrainer shows the critic
+the input. The step itself is plain PyTorch (`ScaleStep`); this engine adds Ignite's loop, events and handlers.
 """
 
 from __future__ import annotations
