@@ -132,8 +132,9 @@ def test_per_seed_table_names_the_training_slices():
 def test_experiment_command_end_to_end_in_the_test_preset(tmp_path):
     """`cosingan-monai experiment` on phantoms: every arm trains and is scored on one held-out set; resume skips all.
 
-    The held-out case (seed 61) has a single slice without infection, so the classifier arms are skipped with a
-    stated reason; that keeps this test near 2 min of CPU (the classifier runs through the same helpers).
+    The held-out case (seed 61) has no slice without infection, so the classifier arms are skipped with a stated
+    reason; that keeps this test near 2 min of CPU (the classifier runs through the same helpers). Arms b and d get
+    a realism row against the real training slices.
     """
     from click.testing import CliRunner
 
@@ -152,12 +153,18 @@ def test_experiment_command_end_to_end_in_the_test_preset(tmp_path):
     for arm in ("a_real_k_strong_aug", "b_cosingan", "c_all_real", "d_painted_control"):
         for key in ("test_dice_lung", "test_dice_infection", "test_nsd_lung", "test_nsd_infection"):
             assert len(record["results"][arm][key]) == 1 and 0.0 <= record["results"][arm][key][0] <= 1.0
-    assert "classifier: the test set has 1 slice(s) without and 6 with infection" in result.output
+    assert "classifier: the test set has 0 slice(s) without and 7 with infection" in result.output
     assert not any("cls_auc" in record["results"][arm] for arm in record["results"])
     assert record["per_seed"][0]["slices"][0].startswith("phantom_")
     table = (out / "results.md").read_text()
     assert "| b_cosingan |" in table and "Gap closure (b - a) / (c - a), infection Dice" in table
-    assert "Classifier AUC n/a: the test set has 1 slice(s) without" in table
+    assert "Classifier AUC n/a: the test set has 0 slice(s) without" in table
+    assert "Realism of each arm's training set against the real training slices" in table
+    assert "| b_cosingan | " in table.split("Realism of each arm")[1] and "| d_painted_control | " in table
+    for arm in ("b_cosingan", "d_painted_control"):
+        figures = record["realism"]["0"][arm]
+        assert 0.0 < figures["summary_score"] <= 1.0 and figures["lung_laplacian_ratio"] > 0.0, arm
+        assert (out / "seed_0" / "realism" / arm / "realism.json").is_file()
     assert f"| 0 | {record['per_seed'][0]['slices'][0]} |" in table
 
     split = json.loads((out / "split.json").read_text())
@@ -170,5 +177,5 @@ def test_experiment_command_end_to_end_in_the_test_preset(tmp_path):
     assert len(set(steps.values())) == 1, steps  # every arm takes the same number of steps per epoch
 
     again = CliRunner().invoke(main, [*args, "--resume"], catch_exceptions=False)
-    assert again.exit_code == 0 and again.output.count("already finished") == 6, again.output
+    assert again.exit_code == 0 and again.output.count("already finished") == 7, again.output
     assert (out / "results.md").read_text() == table

@@ -21,6 +21,8 @@ from cosingan_monai.data.datalists import find_png_pairs, find_volume_pairs, pre
 from cosingan_monai.data.io import save_nifti
 from cosingan_monai.data.lungmask import body_from_lungs, body_mask
 from cosingan_monai.engines.synthesis import build_condition_items
+from cosingan_monai.metrics.realism_io import key_figures, key_figures_markdown, run_realism
+from cosingan_monai.pipeline import bundle_runner as bundles
 from cosingan_monai.pipeline.downstream import evaluate_bundle, train_bundle
 from cosingan_monai.pipeline.painted_control import RegionStats, paint, region_stats
 from cosingan_monai.pipeline.pipeline import (
@@ -230,6 +232,8 @@ def _run_arms(run: RunFolder, opts: ExperimentOptions, echo: Echo) -> str:
     write_json(run.root / "split.json", {"train": [e["image"] for e in real["train"]], "test": real["test_seg"]})
     results: dict[str, dict[str, list[float]]] = {arm: {} for arm in ARMS}
     per_seed: list[dict[str, Any]] = []
+    real_train = write_json(data / "real_train.json", {"training": real["train"]})  # the realism reference
+    realism: dict[int, dict[str, dict[str, float | None]]] = {}
     skip_cls = classifier_skip_reason(json.loads(Path(real["test_cls"]).read_text()))
     if skip_cls:
         echo(f"classifier: {skip_cls}")
@@ -286,14 +290,58 @@ def _run_arms(run: RunFolder, opts: ExperimentOptions, echo: Echo) -> str:
                 if isinstance(value, (int, float)) and np.isfinite(value):
                     results[arm].setdefault(key, []).append(float(value))
             per_seed[-1][arm] = metrics.get("test_dice_infection")
+        arm_sets = {"b_cosingan": lists["b_cosingan"]["seg"], "d_painted_control": lists["d_painted_control"]["seg"]}
+        realism[seed] = seed_realism(run, root, real_train, arm_sets, seed, echo)
     table = results_table(results, opts, skip_cls) + "\n\n" + per_seed_table(per_seed)
+    table += "\n\n" + realism_table(realism)
     write_json(
         run.root / "results.json",
-        {"options": {k: str(v) for k, v in vars(opts).items()}, "results": results, "per_seed": per_seed},
+        {
+            "options": {k: str(v) for k, v in vars(opts).items()},
+            "results": results,
+            "per_seed": per_seed,
+            "realism": realism,
+        },
     )
     with atomic_write_path(run.root / "results.md") as tmp:
         tmp.write_text(table + "\n", encoding="utf-8")
     return table
+
+
+def seed_realism(
+    run: RunFolder, root: Path, real_train: Path, arm_sets: dict[str, Path], seed: int, echo: Echo
+) -> dict[str, dict[str, float | None]]:
+    """Stage seed<S>_realism: each arm's synthetic set against the real training split (metrics/realism.py), with
+    arm c's segmenter (trained on all real slices) as the real-trained segmenter; ROOT/realism/<arm>/realism.*."""
+    arm_c = root / "c_all_real" / "bundles" / "covid_seg_2d"
+
+    def body(r: Any) -> None:
+        if not (arm_c / "models" / "model.ts").is_file():
+            bundles.export_torchscript(arm_c)
+        for arm, datalist in arm_sets.items():
+            report, _ = run_realism(real_train, datalist, root / "realism" / arm, segmenter=arm_c, seed=seed)
+            r.metrics[arm] = key_figures(report)
+
+    after = ("prepare_real", f"seed{seed}_b_synthesis", f"seed{seed}_c_all_real")
+    return run_stage(run, f"seed{seed}_realism", echo, body, after=after)["metrics"]
+
+
+def realism_table(realism: dict[int, dict[str, dict[str, float | None]]]) -> str:
+    """Markdown: the realism key figures of arms b and d against the real training slices, mean over seeds."""
+    rows: dict[str, dict[str, float | None]] = {}
+    for arm in ("b_cosingan", "d_painted_control"):
+        per_seed = [figures[arm] for figures in realism.values() if arm in figures]
+        keys = {k for figures in per_seed for k in figures}
+        rows[arm] = {k: _mean_or_none([f.get(k) for f in per_seed]) for k in keys}
+    seeds = len(realism)
+    head = f"Realism of each arm's training set against the real training slices (mean over {seeds} seed(s)):"
+    return head + "\n\n" + key_figures_markdown(rows)
+
+
+def _mean_or_none(values: list[float | None]) -> float | None:
+    """Mean of the finite values, None when there are none."""
+    finite = [float(v) for v in values if v is not None and np.isfinite(v)]
+    return float(np.mean(finite)) if finite else None
 
 
 def gap_closure(results: dict[str, dict[str, list[float]]], key: str, arm: str = "b_cosingan") -> float | None:
