@@ -240,6 +240,7 @@ def run_one(name: str, data: list[dict], cfg: CoSinGANConfig, args: argparse.Nam
     result = {
         "training_slice": name,
         "tag": args.tag,
+        "command": "benchmarks/bench_realism.py " + " ".join(sys.argv[1:]),
         "sets": parse_sets(args.set),
         "seed": args.seed,
         "commit": git_commit(),
@@ -276,9 +277,47 @@ def targets_line(n: dict) -> str:
     )
 
 
+TABLE_COLUMNS = (
+    ("healthy_lung_laplacian_ratio", "lung fine texture", 2),
+    ("healthy_lung_gradient_ratio", "lung gradient", 2),
+    ("body_gradient_ratio", "body gradient", 2),
+    ("healthy_lung_mean_hu_diff", "lung dHU", 0),
+    ("lesion_mean_hu_diff", "lesion dHU", 0),
+    ("lesion_spread_ratio", "lesion spread", 2),
+    ("diversity_ratio", "diversity", 3),
+    ("summary_score", "summary", 3),
+)
+
+
+def table(folder: Path, tags: list[str] | None = None) -> str:
+    """Markdown ablation table: one row per tag, each number the mean over its training slices (+ train time)."""
+    runs: dict[str, list[dict]] = {}
+    for f in sorted(folder.glob("*.json")):
+        r = json.loads(f.read_text())
+        runs.setdefault(r["tag"], []).append(r)
+    order = tags or sorted(runs, key=lambda t: min(os.path.getmtime(folder / f"{t}_{r['training_slice']}.json")
+                                                     for r in runs[t]))  # fmt: skip
+    head = "| tag | overrides (`--set`) | slices | " + " | ".join(c[1] for c in TABLE_COLUMNS) + " | train s |"
+    lines = [head, "|" + "---|" * (len(TABLE_COLUMNS) + 4)]
+    for tag in order:
+        rs = runs.get(tag, [])
+        if not rs:
+            continue
+        sets = " ".join(f"{k}={json.dumps(v)}" for k, v in rs[0]["sets"].items()) or "(preset)"
+        cells = []
+        for key, _, digits in TABLE_COLUMNS:
+            vals = [r["numbers"].get(key) for r in rs if r["numbers"].get(key) is not None]
+            cells.append(f"{np.mean(vals):.{digits}f}" if vals else "-")
+        secs = "/".join(f"{r['timing_s']['train']:.0f}" for r in rs)
+        names = ", ".join(r["training_slice"].replace("medseg_", "") for r in rs)
+        lines.append(f"| {tag} | {sets} | {names} | " + " | ".join(cells) + f" | {secs} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("slices", nargs="+", help="training slice names, e.g. medseg_0051 medseg_0019")
+    ap.add_argument("slices", nargs="*", help="training slice names, e.g. medseg_0051 medseg_0019")
+    ap.add_argument("--table", action="store_true", help="print the ablation table of the results in --out, exit")
     ap.add_argument("--preset", default="demo", choices=("test", "demo", "full"))
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="override a config field")
     ap.add_argument("--tag", default="baseline", help="name of this configuration in the result files")
@@ -290,6 +329,11 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
+    if args.table:
+        print(table(args.out))
+        return
+    if not args.slices:
+        ap.error("name at least one training slice")
     if not (args.data / "images").is_dir():
         print(f"bench_realism: {args.data} is absent (MedSeg-dev lives in ../shared/data); nothing to measure")
         return

@@ -30,9 +30,11 @@ def _pair(n: int = 32) -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_iterations_and_reconstruction_weight_per_scale():
-    flat = CoSinGANConfig(iters_per_scale=300)
+    flat = CoSinGANConfig(iters_per_scale=300, rec_alpha_fine=-1.0)
     assert [flat.iters_at(n, 7) for n in range(7)] == [300] * 7
     assert [flat.rec_alpha_at(n, 7) for n in (0, 6)] == [10.0, 10.0]
+    default = CoSinGANConfig()
+    assert [default.rec_alpha_at(n, 7) for n in (0, 6)] == pytest.approx([10.0, 2.0])
     ramp = CoSinGANConfig(iters_per_scale=300, iters_coarsest_factor=0.5, iters_finest_factor=2.0, rec_alpha_fine=1.0)
     assert [ramp.iters_at(n, 4) for n in range(4)] == [150, 300, 450, 600]
     assert ramp.rec_alpha_at(0, 4) == pytest.approx(10.0)
@@ -71,8 +73,8 @@ def test_lesion_jitter_shifts_only_the_lesion():
 def test_noise_floor_and_realism_numbers_per_scale(tmp_path):
     img, cond = _pair(40)
     cfg = CoSinGANConfig(
-        max_size=40, min_size=20, scale_factor=0.8, base_channels=8, iters_per_scale=4, aug_bank_size=4, noise_amp_min=0.07,
-        iters_finest_factor=2.0,
+        max_size=40, min_size=20, scale_factor=0.8, base_channels=8, iters_per_scale=4, aug_bank_size=4,
+        noise_amp_min=0.07, iters_finest_factor=2.0,
     )  # fmt: skip
     hu = unit_to_hu(torch.as_tensor(img)).numpy()
     lab = label_from_condition(torch.as_tensor(cond))

@@ -21,9 +21,7 @@ class CoSinGANConfig:
     max_size: int = 512  # finest scale's longer side (512 full, 128 demo, 32-48 tests)
     min_size: int = 25  # coarsest scale's shorter side stays >= this
     scale_factor: float = 0.75
-    image_resize: str = (
-        "bilinear"  # training slice to the finest size: "area" (box average) or "bilinear" (antialiased)
-    )
+    image_resize: str = "area"  # training slice to the finest size: "area" (box mean) or "bilinear" (antialiased)
 
     # ---- networks
     base_channels: int = 32
@@ -61,12 +59,12 @@ class CoSinGANConfig:
     gp_weight: float = 0.1  # WGAN-GP weight (SinGAN's 0.1)
     gp_every: int = 1  # lazy regularisation: penalty every k critic steps, weighted by k
     rec_alpha: float = 10.0  # weight of the mixed reconstruction loss (at the coarsest scale) ...
-    rec_alpha_fine: float = -1.0  # ... at the finest, geometric in between (-1 = rec_alpha at every scale)
+    rec_alpha_fine: float = 2.0  # ... at the finest, geometric in between (-1 = rec_alpha at every scale)
     rec_ssim_weight: float = 1.0  # mixed loss = L1 + w * (1 - SSIM)
     ssim_win: int = 7
     noise_amp_factor: float = 0.1  # noise amp per scale = factor x RMSE(real, upsampled reconstruction)
     noise_amp_coarsest: float = 1.0
-    noise_amp_min: float = 0.0  # floor of every finer scale's noise amps (both stages), network units
+    noise_amp_min: float = 0.1  # floor of every finer scale's noise amps (both stages), network units (75 HU)
 
     # ---- hierarchical augmentation (strength 1 at the coarsest scale, aug_fine_strength at the finest)
     aug_prob: float = 0.8  # probability of the joint geometric augmentation per step
@@ -84,7 +82,7 @@ class CoSinGANConfig:
     jitter_gamma: float = 0.25  # gamma in [1/(1+g), 1+g]
     jitter_scale: float = 0.08  # multiplicative intensity factor in [1-s, 1+s]
     jitter_shift: float = 0.04  # additive shift in [-s, s] (network units; 0.04 = 30 HU)
-    jitter_lesion_shift: float = 0.0  # extra shift in [-s, s] inside the infection channel only (lesion density)
+    jitter_lesion_shift: float = 0.2  # extra shift in [-s, s] inside the infection channel only (lesion density)
 
     # ---- sampling volumes: AR(1) noise along z, correlation per slice from coarse to fine
     volume_rho_coarse: float = 0.95
