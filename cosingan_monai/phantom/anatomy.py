@@ -39,7 +39,27 @@ class Tissue(IntEnum):
     TABLE = 11
 
 
-class Grid:
+class GridAxes:
+    """Voxel-centre axes (mm) and mm-box lookups shared by a volume's `Grid` and the sub-boxes the lesions raster."""
+
+    shape: tuple[int, ...]
+    axes: list[np.ndarray]
+    origin: np.ndarray
+    step: np.ndarray
+
+    def axis(self, k: int) -> np.ndarray:
+        """Voxel-centre coordinates (mm) along axis k."""
+        return self.axes[k]
+
+    def index_box(self, lo_mm: np.ndarray, hi_mm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Voxel index range [i0, i1) covering the mm box [lo_mm, hi_mm], clipped to this grid."""
+        shape = np.array(self.shape)
+        i0 = np.clip(np.floor((lo_mm - self.origin) / self.step).astype(int), 0, shape)
+        i1 = np.clip(np.ceil((hi_mm - self.origin) / self.step).astype(int) + 1, 0, shape)
+        return i0, i1
+
+
+class Grid(GridAxes):
     """Voxel-centre coordinates in mm and the relative height t (0 inferior, 1 superior) of a size^2 x slices volume."""
 
     def __init__(self, size: int, slices: int) -> None:
@@ -52,17 +72,6 @@ class Grid:
         ]
         self.origin = np.array([a[0] for a in self.axes], np.float64)
         self.t = ((np.arange(slices) + 0.5) / slices).astype(np.float32)
-
-    def axis(self, k: int) -> np.ndarray:
-        """Voxel-centre coordinates (mm) along axis k."""
-        return self.axes[k]
-
-    def index_box(self, lo_mm: np.ndarray, hi_mm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Voxel index range [i0, i1) covering the mm box [lo_mm, hi_mm], clipped to the volume."""
-        shape = np.array(self.shape)
-        i0 = np.clip(np.floor((lo_mm - self.origin) / self.step).astype(int), 0, shape)
-        i1 = np.clip(np.ceil((hi_mm - self.origin) / self.step).astype(int) + 1, 0, shape)
-        return i0, i1
 
     def voxel(self, p: np.ndarray) -> tuple[int, int, int] | None:
         """Nearest voxel index of the mm point p, or None outside the volume."""

@@ -27,7 +27,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from cosingan_monai.phantom.anatomy import Scene, Tissue, smoothstep
+from cosingan_monai.phantom.anatomy import GridAxes, Scene, Tissue, smoothstep
 from cosingan_monai.phantom.trees import raster_segments
 
 MIN_BURDEN, MAX_BURDEN = 0.01, 0.3  # target infected share of the lung, drawn log-uniformly
@@ -180,7 +180,7 @@ def _compose(s: Scene, par: np.ndarray, touched: np.ndarray, air: np.ndarray) ->
     s.hu[touched] = hu
 
 
-class _Box:
+class _Box(GridAxes):
     """A sub-grid view (the `Grid` interface `raster_segments` needs) of the voxel box [i0, i1) of a grid."""
 
     def __init__(self, grid, i0: np.ndarray, i1: np.ndarray) -> None:
@@ -188,14 +188,3 @@ class _Box:
         self.shape = tuple(int(b - a) for a, b in zip(i0, i1, strict=True))
         self.axes = [grid.axis(k)[i0[k] : i1[k]] for k in range(3)]
         self.origin = np.array([a[0] for a in self.axes], np.float64)
-
-    def axis(self, k: int) -> np.ndarray:
-        """Voxel-centre coordinates (mm) along axis k of the box."""
-        return self.axes[k]
-
-    def index_box(self, lo_mm: np.ndarray, hi_mm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Voxel index range [i0, i1) of the box covering the mm box [lo_mm, hi_mm]."""
-        shape = np.array(self.shape)
-        i0 = np.clip(np.floor((lo_mm - self.origin) / self.step).astype(int), 0, shape)
-        i1 = np.clip(np.ceil((hi_mm - self.origin) / self.step).astype(int) + 1, 0, shape)
-        return i0, i1
