@@ -4,6 +4,7 @@ package imports at module top (outside `commands/`, which import lazily so `--he
 from __future__ import annotations
 
 import ast
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -36,7 +37,11 @@ def _own_imports(tree: ast.AST) -> list[tuple[ast.ImportFrom, bool]]:
 def test_layer_contract_is_kept() -> None:
     """lint-imports (import-linter, contract in setup.cfg) passes: no module imports a layer above its own."""
     exe = Path(sys.executable).with_name("lint-imports")
-    proc = subprocess.run([str(exe)], cwd=REPO, capture_output=True, text=True, timeout=120)
+    # UTF-8 both ways: lint-imports prints a box-drawing banner, and a worker's locale may be ASCII
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8", "PYTHONUTF8": "1"}
+    proc = subprocess.run(
+        [str(exe)], cwd=REPO, capture_output=True, encoding="utf-8", errors="replace", env=env, timeout=120
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     assert "0 broken" in proc.stdout
 

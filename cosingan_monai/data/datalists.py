@@ -23,7 +23,14 @@ from cosingan_monai.core.constants import INFECTION
 from cosingan_monai.core.errors import CaseError
 from cosingan_monai.core.files import atomic_write_path
 from cosingan_monai.data.cases import label_map
-from cosingan_monai.data.io import DICOM_SUFFIXES, NIFTI_SUFFIXES, find_label, load_case, save_nifti, slice_affine
+from cosingan_monai.data.io import (
+    DICOM_SUFFIXES,
+    NIFTI_SUFFIXES,
+    load_case,
+    pair_with_labels,
+    save_nifti,
+    slice_affine,
+)
 
 SPLITS: tuple[str, str, str] = ("training", "validation", "test")
 #: image folders of the layouts `find_volume_pairs` understands, in the order they are tried.
@@ -157,12 +164,7 @@ def find_volume_pairs(root: str | os.PathLike[str]) -> list[tuple[Path, Path]]:
         series = [p for p in entries if _is_dicom_series(p)]
         if not images and not series:
             continue
-        pairs = []
-        for image in images:
-            label = find_label(image)
-            if label is None:
-                raise CaseError(image, "has no label: expected a file of the same name in Lung_and_Infection_Mask/")
-            pairs.append((image, label))
+        pairs = pair_with_labels(images, "has no label: expected a file of the same name in Lung_and_Infection_Mask/")
         for folder_ in series:
             label = _series_label(folder_)
             if label is None:

@@ -582,3 +582,15 @@ def find_label(image_path: str | os.PathLike[str]) -> Path | None:
         if cand.exists() and cand.resolve() != resolved:
             return cand
     return None
+
+
+def pair_with_labels(images: Sequence[Path], missing: str) -> list[tuple[Path, Path]]:
+    """(image, label) for each image by `find_label`; CaseError naming the first image without one (`missing` says
+    where its label was expected)."""
+    pairs = []
+    for image in images:
+        label = find_label(image)
+        if label is None:
+            raise CaseError(image, missing)
+        pairs.append((image, label))
+    return pairs

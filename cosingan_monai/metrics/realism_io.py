@@ -21,7 +21,7 @@ from cosingan_monai.core.constants import INFECTION, PRESETS, WINDOW_HU
 from cosingan_monai.core.errors import CaseError
 from cosingan_monai.core.files import atomic_write_path, read_json, write_json
 from cosingan_monai.data.cases import label_map
-from cosingan_monai.data.io import NIFTI_SUFFIXES, PNG_SUFFIXES, find_label, load_case
+from cosingan_monai.data.io import NIFTI_SUFFIXES, PNG_SUFFIXES, load_case, pair_with_labels
 from cosingan_monai.metrics.realism import (
     DEFAULT_SIZE,
     RealismReport,
@@ -67,13 +67,7 @@ def folder_pairs(folder: Path) -> list[tuple[Path, Path]]:
     files = sorted((p for p in images.iterdir() if _is_image(p)), key=_natural)
     if not files:
         raise CaseError(images, "no NIfTI (.nii, .nii.gz) or PNG images in this folder")
-    pairs = []
-    for image in files:
-        label = find_label(image)
-        if label is None:
-            raise CaseError(image, "no label of the same name in labels/ or masks/")
-        pairs.append((image, label))
-    return pairs
+    return pair_with_labels(files, "no label of the same name in labels/ or masks/")
 
 
 def datalist_entries(path: Path) -> list[dict[str, Any]]:
