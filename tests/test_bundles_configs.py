@@ -264,25 +264,37 @@ def test_spacingd_survives_monai_label_image_path(name, tmp_path):
 
 @pytest.mark.parametrize("name", SEG)
 def test_tensorboard_images_in_radiological_display(name):
-    """The validation image grids show RAS (x, y) slices as the report does (data.io.ras_to_display): patient right
-    on the image's left, anterior at the top, not rotated 90 degrees."""
+    """The validation images (val/image, val/label, val/prediction; a stock TensorBoardStatsHandler with the bundle's
+    `tensorboard_images` writer) show RAS (x, y) slices as the report does (data.io.ras_to_display): patient right on
+    the image's left, anterior at the top; the 3D bundle shows the axial slice with the most infection.
+    tests/test_tensorboard.py reads them back from a training's event file."""
     import numpy as np
 
     from cosingan_monai.data.io import ras_to_display
 
     parser = _parser(name, ("train",))
     handlers = _cfg(name, "train")["validate"]["handlers"]
-    index = next(i for i, h in enumerate(handlers) if h["_target_"] == "TensorBoardImageHandler")
-    transform = parser.get_parsed_content(f"validate#handlers#{index}#batch_transform")
-    ras = torch.arange(5 * 7 * 3, dtype=torch.float32).reshape(1, 5, 7, 3)
-    if name == "covid_seg_2d":
-        ras = ras[..., 0]
-    images, labels = transform([{"image": ras, "label": ras + 1}])
-    shown = images[0].numpy()
-    for z in range(shown.shape[-1] if shown.ndim == 4 else 1):
-        want = ras_to_display(ras[0].numpy()[..., z] if ras.ndim == 4 else ras[0].numpy())
-        np.testing.assert_array_equal(shown[0][..., z] if shown.ndim == 4 else shown[0], want)
-    np.testing.assert_array_equal(labels[0].numpy(), shown + 1)
+    assert not any(h["_target_"] == "TensorBoardImageHandler" for h in handlers)  # its tags are input_0_HW_0, ...
+    assert sum(h.get("epoch_event_writer") == "@tensorboard_images" for h in handlers) == 1
+    views = parser.get_parsed_content("tensorboard_views")
+    shape = (5, 7, 3) if name == "covid_seg_3d" else (5, 7)
+    ras = torch.arange(int(np.prod(shape)), dtype=torch.float32).reshape(1, *shape)
+    label = torch.zeros(3, *shape)
+    label[0] = 1
+    label[0, 0, 0], label[1, 0, 0], label[2, 4, 6] = 0, 1, 1  # lung at x=y=0, infection at the far corner
+    label[0, 4, 6] = 0
+    if name == "covid_seg_3d":
+        label[2, 4, 6, :] = 0
+        label[0, 4, 6, :] = 1
+        label[:, 4, 6, 1] = torch.tensor([0.0, 0.0, 1.0])  # infection only at z=1: the slice shown
+    image, truth, pred = views({"image": ras, "label": label, "pred": label})
+    z = 1 if name == "covid_seg_3d" else None
+    want = ras_to_display(ras[0].numpy() if z is None else ras[0, ..., z].numpy())
+    np.testing.assert_array_equal(image.numpy(), want)
+    classes = label.argmax(0).numpy() if z is None else label.argmax(0)[..., z].numpy()
+    np.testing.assert_array_equal(truth.numpy(), ras_to_display(classes) / 2.0)
+    np.testing.assert_array_equal(pred.numpy(), truth.numpy())
+    assert truth[0, 0] == 1.0 and truth[-1, -1] == 0.5  # infection (x, y max): top left; lung (x, y min): bottom right
 
 
 @pytest.mark.parametrize("name", DOWNSTREAM)

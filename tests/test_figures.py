@@ -42,6 +42,7 @@ def test_bundle_panels_give_every_bundle_a_row_with_axis_labels(tmp_path):
     series = {f"cosingan_train/scale{n}/{tag}": pts for n in range(12) for tag in ("loss_d", "loss_g", "gp1")}
     series |= {"covid_seg_2d/train_loss": pts, "covid_seg_2d/val_dice_lung": pts, "covid_seg_2d/val_mean_dice": pts}
     series |= {"covid_seg_2d/test_dice_lung": [(1, 0.7)], "covid_slice_classifier/val_auc": pts}
+    series |= {"covid_seg_2d/hparam/best_val_mean_dice": [(0, 0.7)], "cosingan_train/hparam/final_rec": [(0, 0.1)]}
     panels = bundle_panels(series)
     assert list(panels) == ["cosingan_train", "covid_seg_2d", "covid_slice_classifier"]
     assert list(panels["cosingan_train"]) == ["loss_d", "loss_g"] and len(panels["cosingan_train"]["loss_d"]) == 12

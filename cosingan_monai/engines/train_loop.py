@@ -28,6 +28,8 @@ from cosingan_monai.networks.config import CoSinGANConfig
 from cosingan_monai.networks.pyramid import CheckpointError, CoSinGAN, torch_load_checked, upsample
 
 CHECKPOINT_FORMAT = "cosingan-monai/checkpoint-v1"
+#: the finest scale's last-iteration losses logged as hparams metrics (and read by the pipeline's summary line)
+FINAL_LOSSES = ("rec", "loss_g", "loss_d")
 logger = logging.getLogger("cosingan_monai.train")
 
 
@@ -190,11 +192,17 @@ class MultiScaleTrainer:
                     summary_writer=self.writer,
                     iteration_log=max(1, self.log_every),
                     epoch_log=False,
-                    output_transform=lambda out: {f"scale{n}/{k}": v for k, v in out.items()},
+                    output_transform=lambda out: {f"scale{n}/{k}": v for k, v in out.items()} | self._lrs(n),
                 )
             )
             hs.append(ImageGridHandler(self.writer, n, every=self.image_every))
         return hs
+
+    def _lrs(self, scale: int) -> dict[str, float]:
+        """This scale's current learning rates as TensorBoard scalars (`scale<n>/lr_g`, `scale<n>/lr_d`)."""
+        return {
+            f"scale{scale}/lr_{k}": float(s.get_last_lr()[0]) for k, s in (("g", self._sched_g), ("d", self._sched_d))
+        }
 
     def build_scale(self, scale: int, state: dict[str, Any] | None) -> ScaleTrainer:
         """The ScaleTrainer for `scale`, fresh or restored from a mid-scale checkpoint."""
@@ -304,6 +312,7 @@ class MultiScaleTrainer:
         self._write_stats()
         if m.num_trained == m.num_scales:
             m.save(self.model_path)
+            self._log_hparams()
             logger.info("wrote %s (%d scales, sizes %s)", self.model_path, m.num_scales, m.sizes)
         return m.eval()
 
@@ -348,6 +357,19 @@ class MultiScaleTrainer:
             numbers.get("healthy_lung_laplacian_ratio"),
             numbers.get("diversity_ratio"),
         )
+
+    def _log_hparams(self) -> None:
+        """The config's scalar fields and the finest scale's final losses (and realism) as TensorBoard hparams."""
+        if self.writer is None or not self.stats:
+            return
+        hparams = {k: v for k, v in self.config.to_dict().items() if isinstance(v, (bool, int, float, str))}
+        last = self.stats[-1]
+        finals = {f"hparam/final_{k}": float(v) for k, v in (last.get("last") or {}).items() if k in FINAL_LOSSES}
+        score = (last.get("realism") or {}).get("summary_score")
+        if score is not None and np.isfinite(score):
+            finals["hparam/realism_summary_score"] = float(score)
+        self.writer.add_hparams(hparams, finals, run_name=".")
+        self.writer.flush()
 
     def _write_stats(self) -> None:
         with atomic_write_path(self.output_dir / "train_stats.json") as tmp:

@@ -99,8 +99,9 @@ def bundle_panels(series: dict[str, list[tuple[int, float]]]) -> dict[str, dict[
     """Group `read_scalars` series per bundle (the first folder of the tag) into panels of lines.
 
     A GAN tag `cosingan_train/scale2/loss_d` is the line `scale2` of panel `loss_d`; the downstream bundles'
-    validation metrics (`val_*`) share one panel `validation`, one line each. Held-out `test_*` values (one point)
-    are left to the metrics tables. Returns {bundle: {panel: {line: points}}}, bundles and panels sorted.
+    validation metrics (`val_*`) share one panel `validation`, one line each. Held-out `test_*` values and the
+    hparams' `hparam/*` (one point each) are left to the metrics tables.
+    Returns {bundle: {panel: {line: points}}}, bundles and panels sorted.
     """
     out: dict[str, dict[str, dict[str, list]]] = {}
     for key, points in sorted(series.items()):
@@ -108,7 +109,7 @@ def bundle_panels(series: dict[str, list[tuple[int, float]]]) -> dict[str, dict[
         if not rest:
             bundle, rest = "run", key
         *groups, tag = rest.split("/")
-        if tag.startswith("test_") or not any(t in tag.lower() for t in CURVE_TAGS):
+        if tag.startswith("test_") or groups[:1] == ["hparam"] or not any(t in tag.lower() for t in CURVE_TAGS):
             continue
         panel, line = ("validation", tag) if tag.startswith("val_") else (tag, "/".join(groups) or tag)
         out.setdefault(bundle, {}).setdefault(panel, {})[line] = sorted(points)
