@@ -17,11 +17,18 @@ from cosingan_monai.core.errors import CaseError
 
 
 @contextlib.contextmanager
-def atomic_write_path(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temp path beside `path`; on success os.replace it onto `path`, on error delete it."""
+def atomic_write_path(path: str | os.PathLike[str], keep_suffix: str = "") -> Iterator[Path]:
+    """Yield a temp path beside `path`; on success os.replace it onto `path`, on error delete it.
+
+    `keep_suffix` (e.g. ".nii.gz", which `path` must end in) stays at the end of the temp name
+    (`name.tmp-<pid>.nii.gz`), for writers such as `nib.save` that pick the format from the name.
+    """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}")
+    if keep_suffix and not final.name.endswith(keep_suffix):
+        raise ValueError(f"{final}: does not end in {keep_suffix!r}")
+    stem = final.name[: len(final.name) - len(keep_suffix)]
+    tmp = final.with_name(f"{stem}.tmp-{os.getpid()}{keep_suffix}")
     try:
         yield tmp
         if not tmp.exists():

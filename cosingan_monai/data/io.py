@@ -6,7 +6,6 @@ Every user-input problem raises `CaseError(path, problem)` naming the file, neve
 from __future__ import annotations
 
 import contextlib
-import gzip
 import os
 import re
 from collections.abc import Sequence
@@ -133,12 +132,9 @@ def save_nifti(
         data = data.astype(dtype)
     img = nib.Nifti1Image(data, np.asarray(affine, dtype=np.float64))
     img.set_data_dtype(data.dtype)
-    # nibabel picks the format from the file name, which the temp suffix hides; so serialize to bytes ourselves.
-    blob = img.to_bytes()
-    if final.name.endswith(".gz"):
-        blob = gzip.compress(blob, compresslevel=1)
-    with atomic_write_path(final) as tmp:
-        tmp.write_bytes(blob)
+    suffix = next(s for s in NIFTI_SUFFIXES if final.name.endswith(s))
+    with atomic_write_path(final, keep_suffix=suffix) as tmp:  # name.tmp-<pid>.nii.gz: nib.save sees the format
+        nib.save(img, tmp)
     return final
 
 

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 from ignite.engine import Engine, Events
-from scipy import ndimage as ndi
+from monai.transforms import LabelToContour
 
 from cosingan_monai.data.io import ras_to_display
 
@@ -16,9 +16,8 @@ LESION_RGB = (240, 60, 60)
 
 
 def outline(mask: np.ndarray) -> np.ndarray:
-    """One-pixel inner boundary of a boolean mask."""
-    m = np.asarray(mask, bool)
-    return m & ~ndi.binary_erosion(m)
+    """One-pixel inner boundary of a 2D boolean mask (MONAI `LabelToContour`)."""
+    return np.asarray(LabelToContour()(np.asarray(mask, np.float32)[None]))[0] > 0
 
 
 def render_tile(unit: np.ndarray, cond: np.ndarray | None = None) -> np.ndarray:
