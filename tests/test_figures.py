@@ -82,3 +82,54 @@ def test_stage_summary_line_names_the_key_metric():
     assert summary_metric({"test_auc": 0.75}) == ", test_auc 0.7500"
     assert summary_metric({"negatives": 3}) == ", negatives 3"
     assert summary_metric({"shape": [1, 2]}) == ""
+    assert summary_metric({"best_val_mean_dice": 0.71, "final_rec": 0.2}) == ", best_val_mean_dice 0.7100"
+    assert summary_metric({"final_rec": 0.25, "final_loss_g": 3.0}) == ", final_rec 0.2500"
+    assert summary_metric({"synthetic_slices": 12, "eval_cases": 2}) == ", synthetic_slices 12"
+
+
+def test_hparam_metrics_read_the_newest_value_of_each(tmp_path):
+    """The pipeline's training summary lines read the hparams metrics from the training's TensorBoard folder."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    from cosingan_monai.pipeline.downstream import hparam_metrics
+
+    for value in (0.5, 0.7):  # a training redone into the same folder: the newer run wins
+        writer = SummaryWriter(str(tmp_path / "tb"))
+        writer.add_scalar("train_loss", 1.0, 1)
+        writer.add_hparams({"learning_rate": 1e-3}, {"hparam/best_val_mean_dice": value}, run_name=".")
+        writer.close()
+    assert hparam_metrics(tmp_path / "tb") == {"best_val_mean_dice": pytest.approx(0.7)}
+    assert hparam_metrics(tmp_path / "missing") == {}
+
+
+def test_classifier_overlay_picks_confident_errors_and_calls(tmp_path):
+    """The classifier figure shows its most confident errors, then its most confident right calls of both classes;
+    the outlines are LabelToContour edges (lung green, infection red) in radiological display."""
+    from cosingan_monai.data.io import ras_to_display
+    from cosingan_monai.pipeline.figures import classifier_panels, contour_overlay
+    from cosingan_monai.pipeline.report import pick_calls
+
+    probs = [(0.95, 1), (0.6, 1), (0.1, 0), (0.02, 0), (0.9, 0), (0.55, 0), (0.2, 1), (0.45, 1), (0.3, 0)]
+    calls = [{"name": f"s{i}", "prob": p, "truth": t} for i, (p, t) in enumerate(probs)]
+    picked = pick_calls(calls, per_row=4)
+    errors = [c["name"] for c in picked if c["row"] == "most confident errors"]
+    right = [c["name"] for c in picked if c["row"] == "most confident correct calls"]
+    assert errors == ["s4", "s6", "s5", "s7"]  # |p - 0.5| 0.4, 0.3, 0.05, 0.05
+    assert right == ["s0", "s1", "s3", "s2"]  # two positives, then the two most confident negatives
+
+    label = np.zeros((20, 20), np.uint8)
+    label[2:12, 2:12] = 1
+    label[14:18, 14:18] = 3
+    rgb = contour_overlay(np.full((20, 20), -800.0, np.float32), label)
+    red = (rgb[..., 0] > 0.4) & (rgb[..., 1] < 0.2) & (rgb[..., 2] < 0.2)
+    green = (rgb[..., 1] > 0.5) & (rgb[..., 0] < 0.6)
+    edge = ras_to_display(label == 3)
+    assert red.any() and not (red & ~edge).any()  # infection outline only on the infection
+    assert green.any() and not green[ras_to_display(label == 0)].any()
+    inner = np.zeros_like(label, bool)
+    inner[4:10, 4:10] = True  # the lung square's inside, two pixels from its edge
+    assert not (red | green)[ras_to_display(inner)].any()  # outlines, not filled areas
+    for c in picked:
+        c.update(hu=np.full((20, 20), -800.0, np.float32), label=label)
+    assert classifier_panels(picked, tmp_path / "cls.png", "t").stat().st_size > 3000
+    assert classifier_panels([], tmp_path / "none.png") is None

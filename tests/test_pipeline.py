@@ -78,7 +78,7 @@ def test_report_shows_every_bundle_and_the_predictions(finished_run):
     assert env["device"] == "cpu" or env["device"].startswith("cuda")
     report = (out / "report.md").read_text()
     assert "## Environment" in report and f"| monai | {env['monai']} |" in report
-    for name in ("covid_seg_2d", "covid_seg_2d_baseline", "covid_seg_3d"):
+    for name in ("covid_seg_2d", "covid_seg_2d_baseline", "covid_seg_3d", "covid_slice_classifier"):
         figure = out / "figures" / f"overlay_{name}.png"
         assert figure.is_file() and Image.open(figure).size[1] > 400, name
         assert f"figures/overlay_{name}.png" in report
@@ -94,6 +94,67 @@ def test_report_shows_every_bundle_and_the_predictions(finished_run):
         for noise in ("Not all config files", "deprecated name", "\r", "it/s]"):  # nor progress-bar fragments
             assert noise not in text, (log, noise)
     assert "[eval_covid_seg_2d] done in" in output and ", test_dice_infection " in output
+
+
+def test_every_stage_line_names_its_key_metric(finished_run):
+    """One summary line per stage with its key metric: the trainings their best validation key metric (as in the
+    TensorBoard hparams), the GAN its final reconstruction loss, the evaluations their held-out figure."""
+    out, output = finished_run
+    lines = {line.split("]")[0][1:]: line for line in output.splitlines() if "] done in" in line}
+    want = {
+        "validate": "lung_slices",
+        "select": "train_slice",
+        "train_gan": "final_rec",
+        "conditions": "negatives",
+        "sample": "synthetic_slices",
+        "train_covid_seg_2d": "best_val_mean_dice",
+        "train_covid_seg_2d_baseline": "best_val_mean_dice",
+        "train_covid_seg_3d": "best_val_mean_dice",
+        "train_covid_slice_classifier": "best_val_auc",
+        "realism": "summary_score",
+        "prepare_eval": "eval_cases",
+        "eval_covid_seg_2d": "test_dice_infection",
+        "eval_covid_seg_3d": "test_dice_infection",
+        "eval_covid_slice_classifier": "test_auc",
+    }
+    assert set(want) <= set(lines), sorted(lines)
+    for stage, key in want.items():
+        manifest = json.loads((out / "manifests" / f"{stage}.json").read_text())
+        value = manifest["metrics"][key]
+        shown = f"{value:.4f}" if isinstance(value, float) else str(value)
+        assert lines[stage].endswith(f" s, {key} {shown}"), lines[stage]
+    metrics = {stage: json.loads((out / "manifests" / f"{stage}.json").read_text())["metrics"] for stage in want}
+    assert 0.0 <= metrics["train_covid_seg_2d"]["best_val_mean_dice"] <= 1.0
+    assert 0.0 <= metrics["train_covid_slice_classifier"]["best_val_auc"] <= 1.0
+    assert metrics["train_gan"]["final_rec"] > 0.0 and metrics["prepare_eval"]["eval_cases"] == 2
+
+
+def test_tensorboard_has_metrics_learning_rate_and_hparams_of_every_bundle(finished_run):
+    """Each downstream bundle's folder holds train loss, learning rate, val_* and the evaluation's test_* scalars,
+    and an hparams session (learning rate, batch size, epochs, seed; best key metric); the GAN's its per-scale
+    learning rates, final losses and config."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    out, _ = finished_run
+    keys = {"covid_slice_classifier": "auc", "covid_seg_2d": "mean_dice", "covid_seg_3d": "mean_dice"}
+    for name in (*keys, "cosingan_train"):
+        acc = EventAccumulator(str(out / "tensorboard" / name), size_guidance={"scalars": 0})
+        acc.Reload()
+        scalars = set(acc.Tags()["scalars"])
+        info = plugin_data_pb2.HParamsPluginData.FromString(
+            acc.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+        ).session_start_info
+        if name == "cosingan_train":
+            assert {"scale0/lr_g", "scale0/lr_d", "scale0/rec", "hparam/final_rec"} <= scalars, scalars
+            assert {"lr_g", "iters_per_scale", "max_size", "seed"} <= set(info.hparams)
+            continue
+        key = keys[name]
+        assert {"train_loss", "learning_rate", f"val_{key}", f"test_{key}", f"hparam/best_val_{key}"} <= scalars, name
+        assert {"learning_rate", "batch_size", "max_epochs", "seed"} <= set(info.hparams), name
+        assert [e.value for e in acc.Scalars(f"test_{key}")] == pytest.approx(
+            [json.loads((out / "metrics.json").read_text())["evaluation"][name][f"test_{key}"]]
+        )
 
 
 def test_realism_of_the_synthetic_set_is_reported(finished_run):

@@ -14,6 +14,7 @@ from cosingan_monai.core.errors import CaseError
 from cosingan_monai.core.files import atomic_write_path, move_files, read_json, write_json
 from cosingan_monai.data.datalists import prepare_any
 from cosingan_monai.pipeline import bundle_runner as bundles
+from cosingan_monai.pipeline.figures import read_scalars
 
 
 def train_bundle(
@@ -43,6 +44,14 @@ def train_bundle(
         shutil.rmtree(staging, ignore_errors=True)
         _unstage_config(bundle, name, str(staging))
     return bundle
+
+
+def hparam_metrics(tensorboard_dir: str | os.PathLike[str]) -> dict[str, float]:
+    """The hparams metrics a training wrote to its TensorBoard folder, without the `hparam/` prefix: the downstream
+    bundles' best validation key metric (`best_val_mean_dice`, `best_val_auc`), the GAN's final losses (`final_rec`,
+    ...). The newest value of each wins (a redone training appends to the folder); {} when there is none."""
+    scalars = read_scalars(tensorboard_dir) if Path(tensorboard_dir).is_dir() else {}
+    return {k.removeprefix("hparam/"): float(v[-1][1]) for k, v in scalars.items() if k.startswith("hparam/") and v}
 
 
 def _unstage_config(bundle: Path, name: str, staging: str) -> None:

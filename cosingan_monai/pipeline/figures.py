@@ -177,3 +177,56 @@ def overlay_panels(cases: Sequence[dict], path: str | Path, title: str = "") -> 
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def contour_overlay(hu: np.ndarray, label: np.ndarray | None) -> np.ndarray:
+    """A RAS (x, y) HU slice in the lung window as an RGB display image (rows, cols, 3), with the lung (green) and
+    infection (red) outlines of a COVID-19-CT-Seg label map (MONAI `LabelToContour`, `blend_images`)."""
+    from monai.transforms import LabelToContour
+    from monai.visualize import blend_images
+
+    lo, hi = LUNG_WINDOW
+    image = np.clip((ras_to_display(hu).astype(np.float32) - lo) / (hi - lo), 0, 1)[None]
+    if label is None:
+        return np.repeat(image, 3, 0).transpose(1, 2, 0)
+    shown = ras_to_display(np.asarray(label))
+    edges = [np.asarray(LabelToContour()(select(shown)[None].astype(np.float32)))[0] > 0 for select, _ in OUTLINES]
+    marks = np.where(edges[1], 1.0, np.where(edges[0], 0.5, 0.0)).astype(np.float32)[None]  # jet: 0.5 green, 1 red
+    rgb = blend_images(image, marks, alpha=1.0, cmap="jet", rescale_arrays=False)
+    return np.moveaxis(np.asarray(rgb), 0, -1)
+
+
+def classifier_panels(cases: Sequence[dict], path: str | Path, title: str = "", columns: int = 4) -> Path | None:
+    """A grid of held-out slices with the classifier's call: truth, predicted infection probability, and whether the
+    call (p >= 0.5) was right (green frame) or wrong (red frame).
+
+    `cases`: dicts with "hu" (RAS (x, y) HU), "label" (0-3 map or None, outlined), "truth" (0/1), "prob", "name",
+    and "row" (the row caption, e.g. "most confident errors"). Rows keep the order of their first case.
+    """
+    if not cases:
+        return None
+    rows: dict[str, list[dict]] = {}
+    for case in cases:
+        rows.setdefault(case["row"], []).append(case)
+    cols = min(columns, max(len(r) for r in rows.values()))
+    fig, axes = plt.subplots(len(rows), cols, figsize=(2.4 * cols, 2.75 * len(rows)), squeeze=False)
+    for ax_row, (caption, row) in zip(axes, rows.items(), strict=True):
+        for ax in ax_row[len(row) :]:
+            ax.axis("off")
+        for i, (ax, case) in enumerate(zip(ax_row, row[:cols], strict=False)):
+            right = (case["prob"] >= 0.5) == bool(case["truth"])
+            ax.imshow(contour_overlay(case["hu"], case.get("label")), interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_edgecolor("limegreen" if right else "red")
+                spine.set_linewidth(3)
+            truth = "infected" if case["truth"] else "healthy"
+            verdict = "correct" if right else "WRONG"
+            ax.set_title(f"{case['name']}\ntruth {truth}, p={case['prob']:.2f}: {verdict}", fontsize=7)
+            if i == 0:
+                ax.set_ylabel(caption, fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)

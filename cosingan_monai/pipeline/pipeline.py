@@ -28,7 +28,7 @@ from cosingan_monai.pipeline.case_prep import (
     write_conditions,
     write_training_slices,
 )
-from cosingan_monai.pipeline.downstream import evaluate_bundle, train_bundle
+from cosingan_monai.pipeline.downstream import evaluate_bundle, hparam_metrics, train_bundle
 from cosingan_monai.pipeline.heldout import heldout_markdown, heldout_summary
 from cosingan_monai.pipeline.report import environment, metrics_markdown, write_report
 from cosingan_monai.pipeline.run_folder import RunFolder, check_out, input_fingerprints, run_stage
@@ -116,6 +116,14 @@ def train_gans(
         bundles.run_bundle(bundle, "train", preset, values, resume=resume, threads=threads)
         models.append(str(bundle / "models" / "model.pt"))
     return models
+
+
+def gan_metrics(root: Path, models: list[str]) -> dict[str, float]:
+    """The GANs' final losses at the finest scale (TensorBoard hparams of each cosingan_train run; the mean when
+    there are several): `final_rec`, `final_loss_g`, `final_loss_d`."""
+    per_model = [hparam_metrics(root / "tensorboard" / Path(m).parent.parent.name) for m in models]
+    keys = set.intersection(*(set(p) for p in per_model)) if per_model else set()
+    return {k: sum(p[k] for p in per_model) / len(per_model) for k in sorted(keys)}
 
 
 def synthesize(
@@ -248,6 +256,7 @@ def _run_stages(
 
     def select(result: Any) -> None:
         result.outputs["slices"] = write_training_slices(prepared, opts.train_slices, data / "train_slices")
+        result.metrics["train_slice"] = int(result.outputs["slices"][0]["slice"])
 
     slices = run_stage(run, "select", echo, select)["outputs"]["slices"]
 
@@ -255,6 +264,7 @@ def _run_stages(
         result.outputs["models"] = train_gans(
             slices, run.root, opts.preset, opts.seed, opts.resume, opts.overrides_for("cosingan_train"), opts.threads
         )
+        result.metrics.update(gan_metrics(run.root, result.outputs["models"]))
 
     models = run_stage(run, "train_gan", echo, train_gan)["outputs"]["models"]
 
@@ -283,6 +293,8 @@ def _run_stages(
             opts.threads,  # None: all cores (the GAN stages run alone, not in lanes)
         )
         result.outputs["synthetic"] = str(out)
+        seg = json.loads((out / "datalist.json").read_text())
+        result.metrics["synthetic_slices"] = len(seg.get("training", [])) + len(seg.get("validation", []))
 
     synthetic = Path(run_stage(run, "sample", echo, sample)["outputs"]["synthetic"])
 
@@ -304,6 +316,7 @@ def _run_stages(
             **{**schedule(name, opts.preset), **opts.overrides_for(name)},
         )
         result.outputs["model"] = str(bundle / "models" / "model.pt")
+        result.metrics.update(hparam_metrics(run.root / "tensorboard" / bundle.name))  # best_val_<key metric>
         with IN_PROCESS_LOCK:
             result.outputs["torchscript"] = str(bundles.export_torchscript(bundle))
 
@@ -322,6 +335,7 @@ def _run_stages(
             **{**schedule("covid_seg_2d", opts.preset), **opts.overrides_for("covid_seg_2d")},
         )
         result.outputs["model"] = str(bundle / "models" / "model.pt")
+        result.metrics.update(hparam_metrics(run.root / "tensorboard" / bundle.name))
         with IN_PROCESS_LOCK:  # TorchScript too: the realism stage runs it as the real-trained segmenter
             result.outputs["torchscript"] = str(bundles.export_torchscript(bundle))
 
@@ -439,6 +453,7 @@ def evaluate_all(
         prepare_any(opts.eval_dir, eval_root, dims=3)
         for name in ("datalist", "datalist_cls", "datalist_3d"):
             result.outputs[name] = str(all_as_test(eval_root / f"{name}.json", eval_root / f"eval_{name}.json"))
+        result.metrics["eval_cases"] = len(json.loads(Path(result.outputs["datalist_3d"]).read_text())["test"])
 
     # the evaluation data depend on --eval alone, not on the trainings before them
     lists = run_stage(run, "prepare_eval", echo, prepare, after=("validate",))["outputs"]

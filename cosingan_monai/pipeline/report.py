@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 from pathlib import Path
@@ -14,7 +15,14 @@ from cosingan_monai.core.constants import INFECTION
 from cosingan_monai.core.files import atomic_write_path, write_json
 from cosingan_monai.metrics.realism_io import key_figures_markdown
 from cosingan_monai.pipeline import bundle_runner as bundles
-from cosingan_monai.pipeline.figures import bundle_curves, bundle_panels, overlay_panels, read_scalars, slice_grid
+from cosingan_monai.pipeline.figures import (
+    bundle_curves,
+    bundle_panels,
+    classifier_panels,
+    overlay_panels,
+    read_scalars,
+    slice_grid,
+)
 from cosingan_monai.pipeline.heldout import heldout_markdown
 from cosingan_monai.pipeline.run_folder import RunFolder
 
@@ -129,6 +137,59 @@ def prediction_overlay(run: RunFolder, name: str) -> Path | None:
     return overlay_panels(cases, run.root / "figures" / f"overlay_{name}.png", f"{name}: held-out cases")
 
 
+CLASSIFIER = "covid_slice_classifier"
+CLASSIFIER_PER_ROW = 4
+
+
+def pick_calls(calls: list[dict[str, Any]], per_row: int = CLASSIFIER_PER_ROW) -> list[dict[str, Any]]:
+    """The classifier's most confident errors, then its most confident correct calls (half positives, half
+    negatives where both exist), each case tagged with its row caption; `calls` have "prob" and "truth"."""
+
+    def confidence(c: dict[str, Any]) -> float:
+        return abs(c["prob"] - 0.5)
+
+    right = [c for c in calls if (c["prob"] >= 0.5) == bool(c["truth"])]
+    wrong = sorted((c for c in calls if (c["prob"] >= 0.5) != bool(c["truth"])), key=confidence, reverse=True)
+    wrong = wrong[:per_row]
+    by_class = [sorted((c for c in right if c["truth"] == t), key=confidence, reverse=True) for t in (1, 0)]
+    half = per_row // 2
+    correct = by_class[0][: max(half, per_row - len(by_class[1]))]
+    correct += by_class[1][: per_row - len(correct)]
+    return [{**c, "row": "most confident errors"} for c in wrong] + [
+        {**c, "row": "most confident correct calls"} for c in correct
+    ]
+
+
+def classifier_overlay(run: RunFolder) -> Path | None:
+    """RUN/figures/overlay_covid_slice_classifier.png: held-out slices with truth, predicted infection probability
+    and right/wrong, from the evaluation's own predictions (RUN/eval/<classifier>/predictions.csv, ClassificationSaver)
+    and the lung/infection outlines of the same slices' label maps. None without an evaluated classifier."""
+    predictions = run.root / "eval" / CLASSIFIER / "predictions.csv"
+    cls_list = run.root / "data" / "eval" / "eval_datalist_cls.json"
+    seg_list = run.root / "data" / "eval" / "eval_datalist.json"
+    if not (predictions.is_file() and cls_list.is_file()):
+        return None
+    truth = {str(Path(e["image"]).resolve()): int(e["label"]) for e in json.loads(cls_list.read_text())["test"]}
+    labels = {}
+    if seg_list.is_file():
+        labels = {str(Path(e["image"]).resolve()): e["label"] for e in json.loads(seg_list.read_text())["test"]}
+    calls = []
+    with predictions.open(newline="", encoding="utf-8") as f:
+        for row in csv.reader(f):
+            key = str(Path(row[0]).resolve()) if row else ""
+            if key in truth:
+                calls.append({"image": key, "prob": float(row[-1]), "truth": truth[key]})
+    cases = []
+    for call in pick_calls(calls):
+        label = labels.get(call["image"])
+        name = Path(call["image"]).name.split(".nii")[0]
+        lab = _load2d(label) if label is not None else None
+        cases.append({**call, "hu": _load2d(call["image"]).astype(np.float32), "label": lab, "name": name})
+    return classifier_panels(
+        cases, run.root / "figures" / f"overlay_{CLASSIFIER}.png", f"{CLASSIFIER}: held-out slices"
+    )
+
+
 def environment(seed: int, threads: int | None, lanes: int = 1) -> dict[str, Any]:
     """What a run's numbers depend on besides its inputs: versions, seed, device, CPU threads per bundle run."""
     import platform
@@ -181,6 +242,8 @@ def write_report(run: RunFolder, metrics: dict[str, Any]) -> Path:
     for name in metrics.get("evaluation") or {}:
         if name in OVERLAY_LISTS:
             figures.append((f"Predictions of {name} on evaluation cases", prediction_overlay(run, name)))
+        elif name == CLASSIFIER:
+            figures.append((f"Calls of {name} on evaluation slices", classifier_overlay(run)))
     parts = [
         "# cosingan-monai run report",
         "",

@@ -224,8 +224,23 @@ class RunFolder:
         echo(f"[{name}] done in {wall:.1f} s{summary_metric(result.metrics)}")
 
 
-#: the metric a stage's summary line names, first found: held-out infection Dice and AUC, then the rest.
-KEY_METRICS = ("test_dice_infection", "test_auc", "test_mean_dice", "negatives", "lung_slices")
+#: the metric a stage's summary line names, first found: held-out infection Dice and AUC (evaluations), the best
+#: validation key metric (downstream trainings), the finest scale's final reconstruction loss (GAN), the realism
+#: summary score, then the counts of the data stages.
+KEY_METRICS = (
+    "test_dice_infection",
+    "test_auc",
+    "test_mean_dice",
+    "best_val_mean_dice",
+    "best_val_auc",
+    "final_rec",
+    "summary_score",
+    "synthetic_slices",
+    "eval_cases",
+    "negatives",
+    "train_slice",
+    "lung_slices",
+)
 
 
 def summary_metric(metrics: dict[str, Any]) -> str:
@@ -253,7 +268,7 @@ def run_stage(
     done = run.manifest(name)
     stale = bool(run.ran & set(after)) if after is not None else bool(run.rerun_from)
     if done is not None and not stale:
-        echo(f"[{name}] already finished ({done['wall_s']} s), skipped")
+        echo(f"[{name}] already finished ({done['wall_s']} s{summary_metric(done.get('metrics') or {})}), skipped")
         return done
     run.rerun_from = run.rerun_from or name
     with run.stage(name, echo=echo) as result:
