@@ -26,6 +26,8 @@ HU_MIN, HU_MAX = WINDOW_HU  # the network window (CONVENTIONS.md); 0-255 PNG exp
 
 def hu_to_unit(x: Any, clip: bool = True) -> Any:
     """HU -> network range [-1, 1] over the window [-1250, 250] (ndarray or tensor in, same type out)."""
+    # Not ScaleIntensityRange: it returns a MetaTensor for any input (numpy too), and this map runs on plain arrays
+    # and inside the GAN's training and sampling tensors; the downstream bundles use ScaleIntensityRanged.
     y = (x - HU_MIN) / (HU_MAX - HU_MIN) * 2.0 - 1.0
     if clip:
         y = y.clip(-1.0, 1.0)

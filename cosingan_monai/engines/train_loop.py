@@ -117,6 +117,9 @@ class MultiScaleTrainer:
 
     def save_checkpoint(self, trainer: ScaleTrainer | None, scale: int, iteration: int, scale_done: bool) -> None:
         """Write the resumable state atomically: model payload + this scale's critics, optimizers, schedulers."""
+        # Not ignite Checkpoint/DiskSaver: with n_saved it deletes the previous file before writing the next (a kill
+        # in between leaves no checkpoint), it lives in one engine while this file spans a fresh engine per scale and
+        # the between-scales state, and its tmpXXXX temps escape core.files.remove_stale_temps (docs/design.md).
         assert self.model is not None
         state: dict[str, Any] = {
             "format": CHECKPOINT_FORMAT,
