@@ -36,6 +36,20 @@ def test_out_is_required_everywhere(name):
     assert _params(name)["--out"].required, name
 
 
+def test_experiment_takes_threads_device_set_and_passes_them_on():
+    """The experiment runs bundles too: --threads, --device and --set as in the pipeline ("BUNDLE:ID" for one)."""
+    from cosingan_monai.pipeline.experiment import ExperimentOptions
+
+    params = _params("experiment")
+    for opt in ("--threads", "--device", "--set"):
+        assert params[opt].help == _params("pipeline")[opt].help, opt
+    opts = ExperimentOptions(
+        dataset=Path("."), out=Path("."), device="cpu", sets={"max_epochs": 2, "cosingan_train:x": 1}
+    )
+    assert opts.overrides_for("covid_seg_2d") == {"device": "$torch.device('cpu')", "max_epochs": 2}
+    assert opts.overrides_for("cosingan_train") == {"device": "$torch.device('cpu')", "max_epochs": 2, "x": 1}
+
+
 def test_label_app_preset_is_a_choice():
     assert list(_params("label-app")["--preset"].type.choices) == ["auto", *PRESETS]
 

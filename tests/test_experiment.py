@@ -146,8 +146,14 @@ def test_experiment_command_end_to_end_in_the_test_preset(tmp_path):
     out = tmp_path / "exp"
     args = ["experiment", "--dataset", str(tmp_path / "train"), "--test", str(tmp_path / "test")]
     args += ["--k", "1", "--preset", "test", "--seeds", "1", "--out", str(out)]
+    args += ["--threads", "1", "--set", "covid_seg_2d:max_epochs=2"]  # the segmenters' override; the GAN's own
     result = CliRunner().invoke(main, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
+    for arm in ("a_real_k_strong_aug", "b_cosingan", "c_all_real", "d_painted_control"):
+        baked = json.loads((out / "seed_0" / arm / "bundles" / "covid_seg_2d" / "configs" / "train.json").read_text())
+        assert baked["max_epochs"] == 2, arm  # --set reached every arm's segmenter
+    gan = json.loads((out / "seed_0" / "b" / "bundles" / "cosingan_train" / "configs" / "train.json").read_text())
+    assert "max_epochs" not in gan
 
     record = json.loads((out / "results.json").read_text())
     for arm in ("a_real_k_strong_aug", "b_cosingan", "c_all_real", "d_painted_control"):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from cosingan_monai.commands.options import preset_option
+from cosingan_monai.commands.options import device_option, parse_sets, preset_option, set_option, threads_option
 
 EXISTING = click.Path(exists=True, file_okay=False, path_type=Path)
 
@@ -28,6 +28,9 @@ EXISTING = click.Path(exists=True, file_okay=False, path_type=Path)
     help="Augmentation of arms b, c and d (arm a is always strongly augmented); light by default, as in `pipeline`. "
     "The MedSeg-dev and phantom tables in docs/results.md were made with --strong-aug.",
 )
+@threads_option
+@device_option
+@set_option
 @click.option("--resume", is_flag=True, help="Skip finished arms.")
 @click.option("--force", is_flag=True, help="Replace an existing experiment folder.")
 def experiment(
@@ -38,6 +41,9 @@ def experiment(
     out: Path,
     seeds: int,
     strong_aug: bool,
+    threads: int | None,
+    device: str | None,
+    sets: tuple[str, ...],
     resume: bool,
     force: bool,
 ) -> None:
@@ -47,7 +53,9 @@ def experiment(
     from cosingan_monai.pipeline.run_folder import RunFolderError
 
     command = "cosingan-monai " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    opts = ExperimentOptions(dataset, out, k, preset, seeds, test, resume, force, command, strong_aug)
+    opts = ExperimentOptions(
+        dataset, out, k, preset, seeds, test, resume, force, command, strong_aug, threads, device, parse_sets(sets)
+    )
     try:
         click.echo(run_experiment(opts, echo=click.echo))
     except (CaseError, RunFolderError) as exc:

@@ -47,7 +47,7 @@ set_option = click.option(
     multiple=True,
     metavar="ID=VALUE",
     help="Bundle config override (repeatable), e.g. --set max_epochs=3 --set 'network_def#channels=[8,16,32]'; "
-    "VALUE is read as JSON when it parses; `pipeline` also takes BUNDLE:ID=VALUE for one bundle.",
+    "VALUE is read as JSON when it parses; `pipeline` and `experiment` also take BUNDLE:ID=VALUE for one bundle.",
 )
 
 

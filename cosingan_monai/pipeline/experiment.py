@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from cosingan_monai.pipeline.downstream import evaluate_bundle, train_bundle
 from cosingan_monai.pipeline.painted_control import RegionStats, paint, region_stats
 from cosingan_monai.pipeline.pipeline import (
     PIPELINE_PRESETS,
+    bundle_overrides,
     pipeline_epochs,
     real_slice_datalist,
     synthesize,
@@ -64,6 +65,15 @@ class ExperimentOptions:
     force: bool = False
     command: str = ""
     strong_aug: bool = False  # arms b-d: as the pipeline's default (light); arm a always uses strong augmentation
+    #: CPU threads per bundle run (None: every core), the device of every bundle (None: cuda if available), and the
+    #: `--set` bundle overrides ("ID" for every bundle, "BUNDLE:ID" for one), as in the pipeline
+    threads: int | None = None
+    device: str | None = None
+    sets: dict[str, Any] = field(default_factory=dict)
+
+    def overrides_for(self, bundle: str) -> dict[str, Any]:
+        """The `--device` and `--set` overrides that apply to bundle `bundle`."""
+        return bundle_overrides(bundle, self.device, self.sets)
 
 
 def _abs(entries: list[dict[str, Any]], base: Path) -> list[dict[str, Any]]:
@@ -209,7 +219,13 @@ def check_experiment(opts: ExperimentOptions) -> dict[str, Any]:
     check_source(opts.dataset)
     if opts.test is not None:
         check_source(opts.test)
-    options = {"--k": opts.k, "--preset": opts.preset, "--strong-aug": opts.strong_aug}
+    options = {
+        "--k": opts.k,
+        "--preset": opts.preset,
+        "--strong-aug": opts.strong_aug,
+        "--device": opts.device,
+        "--set": opts.sets,
+    }
     return input_fingerprints({"--dataset": opts.dataset, "--test": opts.test}, options)
 
 
@@ -244,8 +260,12 @@ def _run_arms(run: RunFolder, opts: ExperimentOptions, echo: Echo) -> str:
         conditions = write_conditions(real["train"], sizes["conditions"], seed, root / "conditions")
 
         def arm_b(r: Any, root: Path = root, slices: list = slices, conditions: Path = conditions, seed: int = seed):
-            models = train_gans(slices, root / "b", opts.preset, seed)
-            syn = synthesize(models, conditions, root / "b" / "synthetic", root / "b", opts.preset, sizes, seed)
+            gan = opts.overrides_for("cosingan_train")
+            models = train_gans(slices, root / "b", opts.preset, seed, overrides=gan, threads=opts.threads)
+            syn = synthesize(
+                models, conditions, root / "b" / "synthetic", root / "b", opts.preset, sizes, seed,
+                extra=opts.overrides_for("cosingan_sample"), threads=opts.threads,
+            )  # fmt: skip
             r.outputs["seg"], r.outputs["cls"] = str(syn / "datalist.json"), str(syn / "datalist_cls.json")
 
         synthesis = f"seed{seed}_b_synthesis"
@@ -266,20 +286,23 @@ def _run_arms(run: RunFolder, opts: ExperimentOptions, echo: Echo) -> str:
                     datalists["seg"],
                     root / arm,
                     opts.preset,
-                    **extra,
-                    **pipeline_epochs("covid_seg_2d", opts.preset),
+                    threads=opts.threads,
+                    **{**extra, **pipeline_epochs("covid_seg_2d", opts.preset), **opts.overrides_for("covid_seg_2d")},
                 )
-                r.metrics.update(evaluate_bundle(seg, real["test_seg"], root / arm / "eval_seg", opts.preset))
+                seg_eval = root / arm / "eval_seg"
+                r.metrics.update(evaluate_bundle(seg, real["test_seg"], seg_eval, opts.preset, opts.threads))
                 if "cls" in datalists and not skip_cls:
+                    name = "covid_slice_classifier"
                     cls = train_bundle(
-                        "covid_slice_classifier",
+                        name,
                         datalists["cls"],
                         root / arm,
                         opts.preset,
-                        **extra,
-                        **pipeline_epochs("covid_slice_classifier", opts.preset),
+                        threads=opts.threads,
+                        **{**extra, **pipeline_epochs(name, opts.preset), **opts.overrides_for(name)},
                     )
-                    auc = evaluate_bundle(cls, real["test_cls"], root / arm / "eval_cls", opts.preset).get("test_auc")
+                    cls_eval = root / arm / "eval_cls"
+                    auc = evaluate_bundle(cls, real["test_cls"], cls_eval, opts.preset, opts.threads).get("test_auc")
                     r.metrics["cls_auc"] = auc
 
             # arms depend only on the real split and their seed's synthesis, so --resume redoes no other seed

@@ -84,12 +84,17 @@ class PipelineOptions:
 
     def overrides_for(self, bundle: str) -> dict[str, Any]:
         """The `--device` and `--set` overrides that apply to bundle `bundle`."""
-        out: dict[str, Any] = {} if self.device is None else {"device": f"$torch.device('{self.device}')"}
-        for key, value in self.sets.items():
-            target, sep, ident = key.rpartition(":")
-            if not sep or target == bundle:
-                out[ident] = value
-        return out
+        return bundle_overrides(bundle, self.device, self.sets)
+
+
+def bundle_overrides(bundle: str, device: str | None, sets: dict[str, Any]) -> dict[str, Any]:
+    """The `--device` and `--set` overrides for bundle `bundle`: "ID" sets reach every bundle, "BUNDLE:ID" one."""
+    out: dict[str, Any] = {} if device is None else {"device": f"$torch.device('{device}')"}
+    for key, value in sets.items():
+        target, sep, ident = key.rpartition(":")
+        if not sep or target == bundle:
+            out[ident] = value
+    return out
 
 
 def train_gans(
