@@ -32,6 +32,7 @@ def _save(fig: plt.Figure, path: str | Path) -> Path:
 
 def show_slice(ax: plt.Axes, hu: np.ndarray, label: np.ndarray | None = None, title: str = "") -> None:
     """Draw a RAS (x, y) HU slice in radiological display, lung window, with lung/infection outlines."""
+    # matplotlib contours, not LabelToContour pixels: vector lines stay one line wide on upscaled small slices
     ax.imshow(ras_to_display(hu), cmap="gray", vmin=LUNG_WINDOW[0], vmax=LUNG_WINDOW[1], interpolation="nearest")
     if label is not None:
         shown = ras_to_display(label)
