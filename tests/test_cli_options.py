@@ -54,9 +54,17 @@ def test_label_app_preset_is_a_choice():
     assert list(_params("label-app")["--preset"].type.choices) == ["auto", *PRESETS]
 
 
-def test_pipeline_and_experiment_default_to_the_same_augmentation():
-    assert _params("pipeline")["--strong-aug"].default is False
-    assert _params("experiment")["--strong-aug"].default is False
+def test_pipeline_and_experiment_default_to_the_same_augmentation_and_real_share():
+    from cosingan_monai.pipeline.experiment import ExperimentOptions
+    from cosingan_monai.pipeline.pipeline import PipelineOptions
+
+    for opt in ("--strong-aug", "--real-share"):
+        assert _params("pipeline")[opt].default == _params("experiment")[opt].default, opt
+        assert _params("pipeline")[opt].help == _params("experiment")[opt].help, opt
+    assert _params("pipeline")["--strong-aug"].default is True
+    defaults = PipelineOptions(case=Path(".")), ExperimentOptions(dataset=Path("."), out=Path("."))
+    for o in defaults:  # the Python API defaults are the CLI's
+        assert (o.strong_aug, o.real_share) == (True, _params("pipeline")["--real-share"].default)
 
 
 def test_pipeline_set_reaches_every_bundle_or_one():

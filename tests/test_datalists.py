@@ -87,7 +87,7 @@ def test_prepare_slices_from_ctseg(ctseg, tmp_path):
         for s_entry, c_entry in zip(seg[split], cls[split], strict=True):
             lab = np.asarray(nib.load(out / s_entry["label"]).dataobj)
             assert np.count_nonzero(lab) >= 0.01 * lab.size
-            assert c_entry == {"image": s_entry["image"], "label": int((lab == 3).any())}
+            assert c_entry == {"image": s_entry["image"], "label": int((lab == 3).any()), "mask": s_entry["label"]}
 
 
 def test_prepare_slices_positive_threshold_and_ambiguous(ctseg, tmp_path):

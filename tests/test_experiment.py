@@ -178,7 +178,7 @@ def test_experiment_command_end_to_end_in_the_test_preset(tmp_path):
     assert split["train"] and not test_images & set(split["train"])  # the held-out set is disjoint from training
     steps = {
         arm: len(json.loads((out / "seed_0" / sub / "datalist.json").read_text())["training"])
-        for arm, sub in (("a", "a"), ("c", "c"), ("d", "d"), ("b", "b/synthetic"))
+        for arm, sub in (("a", "a"), ("c", "c"), ("d", "d"), ("b", "b/mixed"))
     }
     assert len(set(steps.values())) == 1, steps  # every arm takes the same number of steps per epoch
 

@@ -8,7 +8,15 @@ from pathlib import Path
 
 import click
 
-from cosingan_monai.commands.options import device_option, parse_sets, preset_option, set_option, threads_option
+from cosingan_monai.commands.options import (
+    augmentation_option,
+    device_option,
+    parse_sets,
+    preset_option,
+    real_share_option,
+    set_option,
+    threads_option,
+)
 
 EXISTING = click.Path(exists=True, file_okay=False, path_type=Path)
 
@@ -20,14 +28,8 @@ EXISTING = click.Path(exists=True, file_okay=False, path_type=Path)
 @preset_option
 @click.option("--out", required=True, type=click.Path(path_type=Path))
 @click.option("--seeds", type=int, default=3, show_default=True, help="Repeats, each with other training slices.")
-@click.option(
-    "--strong-aug/--light-aug",
-    "strong_aug",
-    default=False,
-    show_default=True,
-    help="Augmentation of arms b, c and d (arm a is always strongly augmented); light by default, as in `pipeline`. "
-    "The MedSeg-dev and phantom tables in docs/results.md were made with --strong-aug.",
-)
+@augmentation_option
+@real_share_option
 @threads_option
 @device_option
 @set_option
@@ -41,6 +43,7 @@ def experiment(
     out: Path,
     seeds: int,
     strong_aug: bool,
+    real_share: float,
     threads: int | None,
     device: str | None,
     sets: tuple[str, ...],
@@ -54,8 +57,9 @@ def experiment(
 
     command = "cosingan-monai " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     opts = ExperimentOptions(
-        dataset, out, k, preset, seeds, test, resume, force, command, strong_aug, threads, device, parse_sets(sets)
-    )
+        dataset, out, k, preset, seeds, test, resume, force, command, strong_aug, threads, device, parse_sets(sets),
+        real_share,
+    )  # fmt: skip
     try:
         click.echo(run_experiment(opts, echo=click.echo))
     except (CaseError, RunFolderError) as exc:

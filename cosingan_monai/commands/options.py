@@ -40,6 +40,25 @@ threads_option = click.option(
 device_option = click.option(
     "--device", type=click.Choice(["cpu", "cuda"]), default=None, help="Device (default: cuda when available)."
 )
+#: --strong-aug/--light-aug: the augmentation of the bundles trained on synthetic data (pipeline, experiment arms b-d).
+augmentation_option = click.option(
+    "--strong-aug/--light-aug",
+    "strong_aug",
+    default=True,
+    show_default=True,
+    help="Augmentation of the bundles trained on synthetic data (strong: flips, affine, elastic, intensity, noise, "
+    'as the real-slice baseline always gets; docs/results.md "Augmentation settings").',
+)
+#: --real-share: the real training slices' share of a synthetic arm's training set (docs/design.md "Synthetic arm").
+real_share_option = click.option(
+    "--real-share",
+    "real_share",
+    type=click.FloatRange(0.0, 0.9),
+    default=0.25,
+    show_default=True,
+    help="Share of the training set of the 2D segmenter and classifier trained on synthetic data that is the real "
+    "training slice(s), repeated; 0 trains on synthetic slices alone (the paper's setting).",
+)
 #: --set ID=VALUE: any bundle config override, on every command that runs a bundle.
 set_option = click.option(
     "--set",

@@ -9,9 +9,11 @@ from pathlib import Path
 import click
 
 from cosingan_monai.commands.options import (
+    augmentation_option,
     device_option,
     parse_sets,
     preset_option,
+    real_share_option,
     seed_option,
     set_option,
     threads_option,
@@ -39,14 +41,8 @@ EXISTING = click.Path(exists=True, path_type=Path)
     "--eval", "eval_dir", type=click.Path(exists=True, path_type=Path), help="Real labelled cases to evaluate on."
 )
 @click.option("--train-slices", "train_slices", type=int, default=1, show_default=True, help="K training slices.")
-@click.option(
-    "--strong-aug/--light-aug",
-    "strong_aug",
-    default=False,
-    show_default=True,
-    help="Augmentation of the bundles trained on synthetic data (strong: flips, affine, elastic, intensity, noise; "
-    "worth it when the cases to segment come from another scanner or protocol than the training case).",
-)
+@augmentation_option
+@real_share_option
 @click.option(
     "--parallel-stages",
     "lanes",
@@ -70,6 +66,7 @@ def pipeline(
     eval_dir: Path | None,
     train_slices: int,
     strong_aug: bool,
+    real_share: float,
     lanes: int | None,
     intensity: str,
     seed: int,
@@ -93,6 +90,7 @@ def pipeline(
         eval_dir=eval_dir,
         train_slices=train_slices,
         strong_aug=strong_aug,
+        real_share=real_share,
         lanes=lanes,
         intensity=intensity,
         seed=seed,

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import nibabel as nib
 import numpy as np
 
 from cosingan_monai.core.constants import INFECTION
@@ -126,6 +127,53 @@ def write_datalist(path: str | os.PathLike[str], splits: Mapping[str, list[dict[
     with atomic_write_path(final) as tmp:
         tmp.write_text(json.dumps(payload, indent=1) + "\n")
     return final
+
+
+def classifier_entry(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """A segmentation datalist entry as a covid_slice_classifier one: image, slice label 0|1 and the label map as
+    "mask" (the classifier trains on the infection mask: networks/slice_classifier.py)."""
+    return {"image": entry["image"], "label": int(entry["infected"]), "mask": entry["label"]}
+
+
+def mix_real_slices(
+    datalist: str | os.PathLike[str], real: Sequence[Mapping[str, Any]], share: float, out_dir: str | os.PathLike[str]
+) -> dict[str, Path]:
+    """Synthetic training set + the real training slices, repeated to `share` of the result (the rest unchanged).
+
+    Writes OUT_DIR/datalist.json (2D segmenter) and OUT_DIR/datalist_cls.json (classifier) with absolute paths; the
+    validation split stays synthetic. `real` entries need "image" and "label" (a label map with values 0-3).
+    Why: a synthetic arm that also sees the real slices with the same augmentation keeps what the real slice
+    teaches (real texture, vessels are not lesions) and adds the GAN's variety (docs/design.md "Synthetic arm").
+    """
+    if not 0.0 <= share < 1.0:
+        raise ValueError(f"real share must be in [0, 1); got {share}")
+    source = Path(datalist)
+    splits = json.loads(source.read_text(encoding="utf-8"))
+
+    def absolute(e: Mapping[str, Any]) -> dict[str, Any]:
+        return {**e, **{k: str((source.parent / e[k]).resolve()) for k in ("image", "label")}}
+
+    synthetic = [absolute(e) for e in splits.get("training", [])]
+    reals = []
+    for e in real:
+        lab = np.asarray(nib.load(str(e["label"])).dataobj)
+        reals.append(
+            {
+                "image": str(e["image"]),
+                "label": str(e["label"]),
+                "infected": int((lab == INFECTION).any()),
+                "source": f"real {Path(e['image']).name}",
+            }
+        )
+    n_real = 0 if not reals or share == 0 else max(len(reals), round(share * len(synthetic) / (1.0 - share)))
+    training = synthetic + [reals[i % len(reals)] for i in range(n_real)]
+    seg = {"training": training, "validation": [absolute(e) for e in splits.get("validation", [])], "test": []}
+    cls = {k: [classifier_entry(e) for e in v] for k, v in seg.items()}
+    out = Path(out_dir)
+    return {
+        "datalist": write_datalist(out / "datalist.json", seg),
+        "datalist_cls": write_datalist(out / "datalist_cls.json", cls),
+    }
 
 
 def _case_name(path: Path) -> str:
@@ -257,10 +305,7 @@ def _write_slice_datalists(
     With `drop_ambiguous`, slices holding some infection but less than the positive threshold are left out of
     the classifier list (they stay in the segmentation list).
     """
-    cls = {
-        s: [{"image": e["image"], "label": e["infected"]} for e in v if not (drop_ambiguous and e["ambiguous"])]
-        for s, v in entries.items()
-    }
+    cls = {s: [classifier_entry(e) for e in v if not (drop_ambiguous and e["ambiguous"])] for s, v in entries.items()}
     seg = {s: [{k: e[k] for k in ("image", "label", "infected")} for e in v] for s, v in entries.items()}
     result.datalists["datalist"] = write_datalist(out / "datalist.json", seg)
     result.datalists["datalist_cls"] = write_datalist(out / "datalist_cls.json", cls)

@@ -23,7 +23,7 @@ from monai.engines import Evaluator
 from cosingan_monai.core.constants import INFECTION
 from cosingan_monai.core.errors import CaseError
 from cosingan_monai.data.conditions import remove_lesions
-from cosingan_monai.data.datalists import split_items, write_datalist
+from cosingan_monai.data.datalists import classifier_entry, split_items, write_datalist
 from cosingan_monai.data.io import NIFTI_SUFFIXES, hu_to_windowed, ras_to_display, save_nifti, save_png, slice_affine
 from cosingan_monai.networks.pyramid import CoSinGAN
 
@@ -307,7 +307,7 @@ class SynthesisEvaluator(Evaluator):
                 s = split_of[str(r["condition"])]
                 img, lab = f"images/{r['name']}.nii.gz", f"labels/{r['name']}.nii.gz"
                 seg[s].append({"image": img, "label": lab, "infected": r["infected"], "source": r["source"]})
-                cls[s].append({"image": img, "label": r["infected"]})
+                cls[s].append(classifier_entry(seg[s][-1]))
             write_datalist(self.out / "datalist.json", seg)
             write_datalist(self.out / "datalist_cls.json", cls)
         if self.volume_records:

@@ -17,7 +17,13 @@ import numpy as np
 from cosingan_monai.core.errors import CaseError
 from cosingan_monai.core.files import atomic_write_path, write_json
 from cosingan_monai.data.conditions import build_conditions
-from cosingan_monai.data.datalists import find_png_pairs, find_volume_pairs, prepare_any
+from cosingan_monai.data.datalists import (
+    classifier_entry,
+    find_png_pairs,
+    find_volume_pairs,
+    mix_real_slices,
+    prepare_any,
+)
 from cosingan_monai.data.io import save_nifti
 from cosingan_monai.data.lungmask import body_from_lungs, body_mask
 from cosingan_monai.engines.synthesis import build_condition_items
@@ -64,12 +70,14 @@ class ExperimentOptions:
     resume: bool = False
     force: bool = False
     command: str = ""
-    strong_aug: bool = False  # arms b-d: as the pipeline's default (light); arm a always uses strong augmentation
+    strong_aug: bool = True  # arms b-d, as the pipeline's default; arm a always uses strong augmentation
     #: CPU threads per bundle run (None: every core), the device of every bundle (None: cuda if available), and the
     #: `--set` bundle overrides ("ID" for every bundle, "BUNDLE:ID" for one), as in the pipeline
     threads: int | None = None
     device: str | None = None
     sets: dict[str, Any] = field(default_factory=dict)
+    #: the k real slices' share of the training sets of arms b and d, as in the pipeline (mix_real_slices)
+    real_share: float = 0.25
 
     def overrides_for(self, bundle: str) -> dict[str, Any]:
         """The `--device` and `--set` overrides that apply to bundle `bundle`."""
@@ -105,7 +113,7 @@ def prepare_real(opts: ExperimentOptions, data: Path) -> dict[str, Any]:
         prepare_any(opts.test, data / "test", dims=2, split={"training": 1.0})
         train = _abs(json.loads((data / "real" / "datalist.json").read_text())["training"], data / "real")
         test = _abs(json.loads((data / "test" / "datalist.json").read_text())["training"], data / "test")
-    cls_test = [{"image": e["image"], "label": e["infected"]} for e in test]
+    cls_test = [classifier_entry(e) for e in test]
     seg = write_json(data / "test_seg.json", {"training": [], "validation": [], "test": test})
     cls = write_json(data / "test_cls.json", {"training": [], "validation": [], "test": cls_test})
     return {"train": train, "test_seg": str(seg), "test_cls": str(cls), "n_test": len(test)}
@@ -154,14 +162,20 @@ def write_painted(
     synthetic = json.loads(mirror.read_text())
     for split in ("training", "validation"):
         for entry in synthetic.get(split, []):
+            if entry["source"].startswith("real "):  # arm b's real slices (mix_real_slices): arm d gets them too
+                seg[split].append(entry)
+                cls[split].append(classifier_entry(entry))
+                continue
             item = items[entry["source"]]
             label, i = item["label"], sum(map(len, seg.values()))
             body = item["body"] if item["body"] is not None else body_from_lungs(label > 0)
             painted = paint(label, body, stats, rng)[..., None]
             image = save_nifti(painted, item["affine"], out / "images" / f"painted_{i:04d}.nii.gz")
             lab = save_nifti(label[..., None], item["affine"], out / "labels" / f"painted_{i:04d}.nii.gz", np.uint8)
-            seg[split].append({"image": str(image), "label": str(lab), "infected": int(item["infected"])})
-            cls[split].append({"image": str(image), "label": int(item["infected"])})
+            seg[split].append(
+                {"image": str(image), "label": str(lab), "infected": int(item["infected"]), "source": entry["source"]}
+            )
+            cls[split].append(classifier_entry(seg[split][-1]))
     return {"seg": write_json(out / "datalist.json", seg), "cls": write_json(out / "datalist_cls.json", cls)}
 
 
@@ -172,7 +186,7 @@ def real_datalists(train: list[dict[str, Any]], out: Path, repeats: int = 0) -> 
     """
     n_val = max(1, len(train) // 5)
     seg = [{"image": e["image"], "label": e["label"], "infected": e["infected"]} for e in train]
-    cls = [{"image": e["image"], "label": e["infected"]} for e in train]
+    cls = [classifier_entry(e) for e in train]
 
     def cycled(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return [entries[i % len(entries)] for i in range(max(repeats, len(entries)))]
@@ -223,6 +237,7 @@ def check_experiment(opts: ExperimentOptions) -> dict[str, Any]:
         "--k": opts.k,
         "--preset": opts.preset,
         "--strong-aug": opts.strong_aug,
+        "--real-share": opts.real_share,
         "--device": opts.device,
         "--set": opts.sets,
     }
@@ -266,7 +281,11 @@ def _run_arms(run: RunFolder, opts: ExperimentOptions, echo: Echo) -> str:
                 models, conditions, root / "b" / "synthetic", root / "b", opts.preset, sizes, seed,
                 extra=opts.overrides_for("cosingan_sample"), threads=opts.threads,
             )  # fmt: skip
-            r.outputs["seg"], r.outputs["cls"] = str(syn / "datalist.json"), str(syn / "datalist_cls.json")
+            if opts.real_share > 0:  # arm b = synthetic + the k real slices, as in the pipeline
+                mixed = mix_real_slices(syn / "datalist.json", slices, opts.real_share, root / "b" / "mixed")
+                r.outputs["seg"], r.outputs["cls"] = str(mixed["datalist"]), str(mixed["datalist_cls"])
+            else:
+                r.outputs["seg"], r.outputs["cls"] = str(syn / "datalist.json"), str(syn / "datalist_cls.json")
 
         synthesis = f"seed{seed}_b_synthesis"
         b = run_stage(run, synthesis, echo, arm_b, after=("prepare_real",))["outputs"]

@@ -17,7 +17,7 @@ from typing import Any
 from cosingan_monai.core.constants import INFECTION
 from cosingan_monai.core.errors import CaseError
 from cosingan_monai.core.files import write_json
-from cosingan_monai.data.datalists import find_volume_pairs, prepare_any
+from cosingan_monai.data.datalists import find_volume_pairs, mix_real_slices, prepare_any
 from cosingan_monai.data.io import load_case
 from cosingan_monai.metrics.realism_io import key_figures, key_figures_markdown, run_realism
 from cosingan_monai.pipeline import bundle_runner as bundles
@@ -46,7 +46,7 @@ DOWNSTREAM = ("covid_slice_classifier", "covid_seg_2d", "covid_seg_3d")
 #: Epochs of the downstream bundles inside a pipeline run, where the preset's own count would not fit the budget.
 #: Presets not listed use the bundle preset's max_epochs. Why these numbers: docs/results.md "Demo schedule".
 PIPELINE_EPOCHS: dict[str, dict[str, int]] = {
-    "demo": {"covid_slice_classifier": 5, "covid_seg_2d": 30, "covid_seg_3d": 60},
+    "demo": {"covid_slice_classifier": 30, "covid_seg_2d": 30, "covid_seg_3d": 60},
 }
 #: Validation interval (epochs) of the downstream bundles inside a pipeline run; presets not listed use the bundle
 #: preset's own (docs/results.md "Demo schedule").
@@ -64,7 +64,9 @@ class PipelineOptions:
     eval_dir: Path | None = None
     train_slices: int = 1
     #: strong augmentation for the bundles trained on synthetic data (measured effect: docs/results.md)
-    strong_aug: bool = False
+    strong_aug: bool = True
+    #: the real training slices' share of the synthetic arm's 2D training sets (data/datalists.mix_real_slices)
+    real_share: float = 0.25
     #: independent stages run at once (None: 2 on a multi-core CPU, 1 on a GPU; stage_lanes.py)
     lanes: int | None = None
     intensity: str = "auto"
@@ -225,6 +227,7 @@ def check_inputs(opts: PipelineOptions, echo: Echo = print) -> tuple[PreparedCas
         "--intensity": opts.intensity,
         "--seed": opts.seed,
         "--strong-aug": opts.strong_aug,
+        "--real-share": opts.real_share,
         "--device": opts.device,
         "--set": opts.sets,
         "sizes": opts.sizes,
@@ -308,6 +311,18 @@ def _run_stages(
         "covid_seg_2d": synthetic / "datalist.json",
         "covid_seg_3d": synthetic / "datalist_3d.json",
     }
+    if opts.real_share > 0:
+
+        def mix_real(result: Any) -> None:
+            mixed = mix_real_slices(synthetic / "datalist.json", slices, opts.real_share, data / "synthetic_mixed")
+            result.outputs.update({name: str(path) for name, path in mixed.items()})
+            training = json.loads(mixed["datalist"].read_text())["training"]
+            result.metrics["real_entries"] = sum(e["source"].startswith("real ") for e in training)
+            result.metrics["training_entries"] = len(training)
+
+        mixed = run_stage(run, "mix_real", echo, mix_real)["outputs"]
+        datalists["covid_slice_classifier"] = Path(mixed["datalist_cls"])
+        datalists["covid_seg_2d"] = Path(mixed["datalist"])
 
     def train(result: Any, name: str) -> None:
         bundle = train_bundle(
@@ -326,8 +341,8 @@ def _run_stages(
             result.outputs["torchscript"] = str(bundles.export_torchscript(bundle))
 
     def baseline(result: Any) -> None:
-        n_synthetic = len(json.loads((synthetic / "datalist.json").read_text())["training"])
-        datalist = real_slice_datalist(slices, n_synthetic, run.root / "data" / "baseline_datalist.json")
+        n_train = len(json.loads(datalists["covid_seg_2d"].read_text())["training"])  # the synthetic arm's steps
+        datalist = real_slice_datalist(slices, n_train, run.root / "data" / "baseline_datalist.json")
         bundle = train_bundle(
             "covid_seg_2d",
             datalist,
@@ -401,7 +416,18 @@ def synthetic_realism(run: RunFolder, synthetic: Path, with_baseline: bool, echo
 
 
 #: The pipeline's phases in run order; stages of one phase (trainings, evaluations) ran side by side.
-STAGE_PHASES = ("validate", "select", "train_gan", "conditions", "sample", "train_", "realism", "prepare_eval", "eval_")
+STAGE_PHASES = (
+    "validate",
+    "select",
+    "train_gan",
+    "conditions",
+    "sample",
+    "mix_real",
+    "train_",
+    "realism",
+    "prepare_eval",
+    "eval_",
+)
 
 
 def _phase(stage: str) -> int:
