@@ -229,9 +229,9 @@ def test_train_seg_command_rejects_bad_data_cleanly(tmp_path):
 def test_classifier_generalizes_to_unseen_phantom_cases(tmp_path):
     """Slice classifier trained on 110 phantom cases reaches ROC AUC >= 0.9 on 20 unseen ones (100 slices).
 
-    The test preset's small DenseNet at 128 px (3 mm pixels), 30 epochs: about 20 min on one CPU thread. Recorded on
-    the development CPU: held-out AUC 0.924 (accuracy 0.88, sensitivity 0.72, specificity 0.97). At 64 px the same
-    network reached only 0.70-0.89: slices whose lesions cover 30-100 px (1-5 % of the lung) are the hard ones.
+    The test preset's network at 128 px (3 mm pixels), 30 epochs. Recorded on the development CPU with the former
+    DenseNet121 classifier (about 20 min on one thread): held-out AUC 0.924 (accuracy 0.88, sensitivity 0.72,
+    specificity 0.97); not yet rerun with the mask-supervised U-Net (issue 13).
     """
     write_phantom_dataset(tmp_path / "ctseg", cases=150, seed=900, size=128, slices=6, healthy_fraction=0.5)
     split = {"training": 110, "validation": 20, "test": 20}

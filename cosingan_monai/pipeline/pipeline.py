@@ -361,10 +361,10 @@ def _run_stages(
 
     # independent of each other: side by side on a CPU, longest first (stage_lanes.py)
     trainings: dict[str, Callable[[Any], None]] = {
+        "covid_seg_3d": partial(train, name="covid_seg_3d"),  # the longest (demo: 300 s of the 2 lanes' ~420 s)
         "covid_seg_2d": partial(train, name="covid_seg_2d"),
         "covid_seg_2d_baseline": baseline,
         "covid_slice_classifier": partial(train, name="covid_slice_classifier"),
-        "covid_seg_3d": partial(train, name="covid_seg_3d"),
     }
     if opts.eval_dir is None:
         trainings.pop("covid_seg_2d_baseline")  # the baseline exists to be compared on evaluation cases
