@@ -12,5 +12,5 @@ from cosingan_monai.commands.options import downstream_options, run_command
 @click.command("train-cls")
 @downstream_options
 def train_cls(**kwargs: Any) -> None:
-    """Train the slice classifier bundle (mask-supervised U-Net, infection present or not), evaluate it and export it."""
+    """Train the slice classifier bundle (U-Net infection map read out per slice), evaluate it and export it."""
     run_command("covid_slice_classifier", kwargs)
