@@ -84,12 +84,16 @@ def test_noise_floor_and_realism_numbers_per_scale(tmp_path):
     class Writer:
         def __init__(self):
             self.scalars: list[tuple[str, float, int]] = []
+            self.hparams: list[tuple[dict, dict]] = []
 
         def add_scalar(self, tag, value, step):
             self.scalars.append((tag, float(value), int(step)))
 
         def add_image(self, *args, **kwargs):
             pass
+
+        def add_hparams(self, hparams, metrics, run_name=None):
+            self.hparams.append((dict(hparams), dict(metrics)))
 
         def flush(self):
             pass
@@ -115,6 +119,11 @@ def test_noise_floor_and_realism_numbers_per_scale(tmp_path):
     logged = {(tag, step) for tag, _, step in writer.scalars}
     for k in range(n):
         assert ("realism/summary_score", k) in logged and ("realism/healthy_lung_laplacian_ratio", k) in logged
+    # the run ends with one hparams record: the config's scalars and the finest scale's realism score
+    assert len(writer.hparams) == 1
+    hparams, finals = writer.hparams[0]
+    assert hparams["max_size"] == 40 and hparams["iters_per_scale"] == 4
+    assert finals["hparam/realism_summary_score"] == stats[-1]["realism"]["summary_score"]
     # the hook draws from its own generator: training with it on gives the same model as without
     quiet = MultiScaleTrainer(pair=(img, cond), config=cfg, output_dir=tmp_path / "q", progress=False).run()
     for a, b in zip(model.state_dict().values(), quiet.state_dict().values(), strict=True):
