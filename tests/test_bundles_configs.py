@@ -55,7 +55,7 @@ def test_layout_is_model_zoo(name):
 @pytest.mark.parametrize("name", DOWNSTREAM)
 def test_self_contained_stock_monai_only(name):
     for path in (REPO / "bundles" / name).rglob("*.json"):
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
         assert "cosingan_monai" not in text, path
         assert "$import scripts" not in text, path
     assert not (REPO / "bundles" / name / "scripts").exists()

@@ -1,8 +1,10 @@
-"""covid_slice_classifier's network, as its bundle config builds it: a stock MONAI U-Net maps infection per pixel
-(what training sees), a stock torch readout turns the map into slice logits (what validation and inference see)."""
+"""covid_slice_classifier's network, as its bundle config builds it: a stock MONAI U-Net maps background, lung and
+infection per pixel (what training sees), a stock torch readout turns the map into slice logits (what validation and
+inference see)."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -26,18 +28,21 @@ def test_training_sees_the_map_and_evaluation_the_slice_logits():
     network, trained = parser.get_parsed_content("network"), parser.get_parsed_content("train#network")
     assert trained is network[0]  # one set of weights: the trainer's map network is the classifier's first part
     x = torch.randn(3, 1, 64, 64)
-    assert trained.train()(x).shape == (3, 1, 64, 64)
+    assert trained.train()(x).shape == (3, 3, 64, 64)
     network.eval()
     logits = network(x)
-    assert logits.shape == (3, 2) and torch.all(logits[:, 0] == 0)
-    with torch.no_grad():  # the readout: the largest 5x5 mean of the lesion logit map
-        expected = F.avg_pool2d(network[0](x), 5, stride=1, padding=2, count_include_pad=False).amax(dim=(1, 2, 3))
+    assert logits.shape == (3, 2) and torch.allclose(logits[:, 0], torch.full((3,), math.log(0.5)))
+    with torch.no_grad():  # the readout: the largest 5x5 mean of log p(infection), channel 2 of the map's softmax
+        log_p = torch.log_softmax(network[0](x), dim=1)[:, 2:3]
+        expected = F.avg_pool2d(log_p, 5, stride=1, padding=2, count_include_pad=False).amax(dim=(1, 2, 3))
     assert torch.allclose(logits[:, 1], expected, atol=1e-5)
+    assert torch.all(logits[:, 1] <= 0)  # a mean log-probability; "infection" wins where it exceeds log 0.5
     assert torch.allclose(torch.jit.script(network).eval()(x), logits, atol=1e-5)  # what ckpt_export does
 
 
 def test_mask_training_separates_slices_with_and_without_a_bright_blob():
-    """The bundle's network and loss, 80 steps on masks alone: every blob slice scores above every blank one."""
+    """The bundle's network and loss, 80 steps on 3-class masks (background, lung, infection blob): every blob slice
+    scores above every blank one, and the decision threshold (log 0.5) splits them."""
     torch.manual_seed(0)
     parser = _parsed()
     network, loss = parser.get_parsed_content("network"), parser.get_parsed_content("loss")
@@ -45,11 +50,12 @@ def test_mask_training_separates_slices_with_and_without_a_bright_blob():
 
     def batch(n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         mask = torch.zeros(n, 1, 32, 32)
+        mask[:, :, 2:30, 2:30] = 1  # "lung": a dim square on every slice
         has = torch.arange(n) % 2 == 0
         for i in torch.nonzero(has).flatten().tolist():
             r, c = torch.randint(4, 24, (2,)).tolist()
-            mask[i, 0, r : r + 5, c : c + 5] = 1
-        return 0.2 * torch.randn(n, 1, 32, 32) + 1.5 * mask, mask, has
+            mask[i, 0, r : r + 5, c : c + 5] = 2
+        return 0.2 * torch.randn(n, 1, 32, 32) + 0.75 * mask, mask, has
 
     for _ in range(80):
         x, mask, _ = batch(8)
@@ -60,9 +66,10 @@ def test_mask_training_separates_slices_with_and_without_a_bright_blob():
     with torch.no_grad():
         score = network.eval()(x)[:, 1]
     assert score[has].min() > score[~has].max()
+    assert score[has].min() > math.log(0.5) > score[~has].max()
 
 
 @pytest.mark.parametrize("preset", ["test", "demo", "full"])
 def test_every_preset_builds_the_same_kind_of_network(preset):
     network = _parsed(preset).get_parsed_content("network")
-    assert type(network[0]).__name__ == "UNet" and network[0].out_channels == 1
+    assert type(network[0]).__name__ == "UNet" and network[0].out_channels == 3

@@ -162,7 +162,7 @@ def test_experiment_command_end_to_end_in_the_test_preset(tmp_path):
     assert "classifier: the test set has 0 slice(s) without and 7 with infection" in result.output
     assert not any("cls_auc" in record["results"][arm] for arm in record["results"])
     assert record["per_seed"][0]["slices"][0].startswith("phantom_")
-    table = (out / "results.md").read_text()
+    table = (out / "results.md").read_text(encoding="utf-8")
     assert "| b_cosingan |" in table and "Gap closure (b - a) / (c - a), infection Dice" in table
     assert "Classifier AUC n/a: the test set has 0 slice(s) without" in table
     assert "Realism of each arm's training set against the real training slices" in table
@@ -184,4 +184,4 @@ def test_experiment_command_end_to_end_in_the_test_preset(tmp_path):
 
     again = CliRunner().invoke(main, [*args, "--resume"], catch_exceptions=False)
     assert again.exit_code == 0 and again.output.count("already finished") == 7, again.output
-    assert (out / "results.md").read_text() == table
+    assert (out / "results.md").read_text(encoding="utf-8") == table

@@ -76,7 +76,7 @@ def test_report_shows_every_bundle_and_the_predictions(finished_run):
     env = metrics["environment"]
     assert env["torch"] == torch.__version__ and env["seed"] == 0
     assert env["device"] == "cpu" or env["device"].startswith("cuda")
-    report = (out / "report.md").read_text()
+    report = (out / "report.md").read_text(encoding="utf-8")
     assert "## Environment" in report and f"| monai | {env['monai']} |" in report
     for name in ("covid_seg_2d", "covid_seg_2d_baseline", "covid_seg_3d", "covid_slice_classifier"):
         figure = out / "figures" / f"overlay_{name}.png"
@@ -169,7 +169,7 @@ def test_realism_of_the_synthetic_set_is_reported(finished_run):
     assert "covid_seg_2d_baseline" in (full["segmenter"]["note"] or "")
     assert full["segmenter"]["lung_dice_synthetic"] is not None
     assert (out / "manifests" / "realism.json").is_file()
-    assert "## Realism of the synthetic set" in (out / "report.md").read_text()
+    assert "## Realism of the synthetic set" in (out / "report.md").read_text(encoding="utf-8")
     assert "lung texture ratio" in output and "[realism] done in" in output
 
 

@@ -313,7 +313,7 @@ def test_cli_end_to_end_writes_json_and_markdown(tmp_path):
     assert result.exit_code == 0, result.output
     assert "| healthy_lung |" in result.output and "Summary score" in result.output
     doc = json.loads((out / "realism.json").read_text())
-    assert (out / "realism.md").read_text() in result.output
+    assert (out / "realism.md").read_text(encoding="utf-8") in result.output
     assert doc["n_real"] == 4 and doc["n_synthetic"] == 4 and doc["size"] == 64
     assert doc["settings"]["synthetic_groups"] == "datalist source"
     assert doc["diversity"]["count_synthetic"] == 2 and doc["diversity"]["ratio"] > 0.3

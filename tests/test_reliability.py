@@ -182,7 +182,7 @@ def test_a_bundle_that_runs_out_of_space_raises_enospc_naming_where(tmp_path):
         bundles.run_bundle(bundle, "train", "full", {})
     assert err.value.errno == errno.ENOSPC
     assert no_space_message(err.value) == f"no space left on device: {bundle.resolve()}"
-    assert "No space left on device" in (bundle / "logs" / "train.log").read_text()
+    assert "No space left on device" in (bundle / "logs" / "train.log").read_text(encoding="utf-8")
 
 
 def test_downstream_training_never_leaves_a_partial_model(tmp_path, monkeypatch):
@@ -441,7 +441,8 @@ def test_a_failed_bundle_is_one_error_naming_the_bundle_the_cause_and_the_log(tm
     assert errors[0].endswith(f"; log: {log}"), errors[0]
     assert names in errors[0], errors[0]
     cause = errors[0].split(": ", 2)[2].rsplit("; log: ", 1)[0]
-    assert cause.split(": ", 1)[1] in log.read_text(), cause  # quoted from the log (less the module path)
+    # quoted from the log (less the module path)
+    assert cause.split(": ", 1)[1] in log.read_text(encoding="utf-8"), cause
 
 
 # ------------------------------------------------------------------------------------------------ kill -9
@@ -474,8 +475,10 @@ def _wait_for(proc: subprocess.Popen, log: Path, ready, timeout: float = 900) ->
     """Poll until `ready()` (or fail when the pipeline ended first or the timeout passed)."""
     deadline = time.monotonic() + timeout
     while not ready():
-        assert proc.poll() is None, f"the pipeline ended (exit {proc.returncode}) first:\n{log.read_text()[-3000:]}"
-        assert time.monotonic() < deadline, f"timed out:\n{log.read_text()[-3000:]}"
+        if proc.poll() is not None or time.monotonic() >= deadline:
+            tail = log.read_text(encoding="utf-8")[-3000:]
+            assert proc.poll() is None, f"the pipeline ended (exit {proc.returncode}) first:\n{tail}"
+            raise AssertionError(f"timed out:\n{tail}")
         time.sleep(0.1)
 
 
@@ -525,7 +528,7 @@ def test_kill_9_at_every_stage_kind_then_resume_finishes(case, tmp_path):
             _wait_for(proc, out, at_work)
         finally:
             _kill_group(proc, run)
-        output = out.read_text()
+        output = out.read_text(encoding="utf-8")
         leftovers += run.rglob("*.tmp-*")
         manifests = {p.stem: p.stat().st_mtime_ns for p in (run / "manifests").glob("*.json")}
         killed = [s for s in stages if f"[{s}] started" in output and s not in manifests]
