@@ -8,7 +8,13 @@ import torch
 
 from cosingan_monai.core.amp import amp_policy
 from cosingan_monai.engines.augment import HierarchicalAugment, displacement_rms, scale_strength
-from cosingan_monai.engines.losses import MixedReconstructionLoss, critic_loss, gradient_penalty
+from cosingan_monai.engines.losses import (
+    MixedReconstructionLoss,
+    condition_regions,
+    critic_loss,
+    gradient_penalty,
+    region_level_guard,
+)
 from cosingan_monai.networks import CheckpointError, CoSinGAN, CoSinGANConfig, PatchCritic, ScaleGenerator
 from cosingan_monai.networks.critic import masked_views
 
@@ -95,6 +101,63 @@ def test_mixed_reconstruction_loss():
     assert MixedReconstructionLoss(0.0)(flat, x).item() == pytest.approx(l1, rel=1e-5)
     small = torch.rand(1, 1, 5, 5)
     assert loss(small, small + 0.1).item() == pytest.approx(0.1, rel=1e-4)  # below the SSIM window: L1 only
+
+
+def _two_lung_condition(size: int = 20) -> torch.Tensor:
+    """Condition (1, 3, size, size): body = central square, lung = its left half, lesion = a corner of the lung."""
+    cond = torch.zeros(1, 3, size, size)
+    cond[:, 2, 2:-2, 2:-2] = 1.0
+    cond[:, 0, 4:-4, 4 : size // 2] = 1.0
+    cond[:, 1, 4:8, 4:8] = 1.0
+    return cond
+
+
+def test_condition_regions_partition_the_slice():
+    cond = _two_lung_condition()
+    w = condition_regions(cond)
+    assert w.shape == (1, 4, 20, 20)
+    assert torch.equal(w.sum(1), torch.ones(1, 20, 20))  # healthy lung, lesion, body, outside: every pixel once
+    assert float(w[0, 1].sum()) == 16.0 and float(w[0, 0].sum()) == 12 * 6 - 16
+    assert condition_regions(cond[:, :2]).shape[1] == 2  # no body channel: lung regions only
+
+
+def test_region_level_guard_pays_only_for_a_region_drift_beyond_the_band():
+    cond = _two_lung_condition()
+    real = -1.0 + 0.6 * cond[:, 2:3] - 0.3 * cond[:, :1] + 0.2 * cond[:, 1:2]  # air, body, lung, lesion levels
+    real = real + 0.05 * torch.randn(1, 1, 20, 20, generator=torch.Generator().manual_seed(0))
+    texture = 0.08 * torch.randn(1, 1, 20, 20, generator=torch.Generator().manual_seed(1))
+    assert float(region_level_guard(real, real, cond, tol=0.1)) == 0.0
+    # new texture with the same levels stays inside the band: no cost, whatever the pixels do
+    assert float(region_level_guard(real + texture - texture.mean(), real, cond, tol=0.1)) < 1e-3
+    # the whole healthy lung 0.4 darker (300 HU): (0.4 - 0.1) over 4 regions
+    healthy = cond[:, :1] * (1 - cond[:, 1:2])
+    drift = (real - 0.4 * healthy).requires_grad_(True)
+    loss = region_level_guard(drift, real, cond, tol=0.1)
+    assert float(loss.detach()) == pytest.approx(0.3 / 4, abs=1e-5)
+    loss.backward()
+    assert float(drift.grad[0, 0][healthy[0, 0] > 0].min()) < 0  # pushes the lung back up ...
+    assert float(drift.grad[0, 0][healthy[0, 0] == 0].abs().max()) == 0.0  # ... and touches nothing else
+    # the lesion has its own wider band (the augmentation varies lesion density): 0.25 free, 0.4 pays 0.1
+    lesion = cond[:, 1:2]
+    assert float(region_level_guard(real + 0.25 * lesion, real, cond, tol=0.1, lesion_tol=0.2)) == 0.0
+    loss = region_level_guard(real + 0.4 * lesion, real, cond, tol=0.1, lesion_tol=0.2)
+    assert float(loss) == pytest.approx(0.1 / 4, abs=1e-5)
+    # a region below min_fraction of the window is not judged
+    tiny = torch.zeros_like(cond)
+    tiny[:, 2] = 1.0
+    tiny[:, 0, 0, 0] = 1.0
+    assert float(region_level_guard(real - 0.4 * tiny[:, :1], real, tiny, tol=0.1)) == 0.0
+
+
+def test_augmentation_reference_is_the_geometric_copy_before_the_intensity_jitter():
+    cfg = CoSinGANConfig(max_size=32, aug_prob=0.0, aug_flip_prob=0.0, aug_zoom_prob=0.0, jitter_prob=1.0)
+    image = torch.linspace(-1, 1, 32 * 32).reshape(1, 1, 32, 32)
+    cond = _two_lung_condition(32)
+    aug = HierarchicalAugment(cfg, [(32, 32)], seed=0)
+    img, cnd, ref = aug(image, cond, 0, with_reference=True)
+    assert torch.allclose(ref, image, atol=1e-5)  # no geometry here: the reference is the slice itself ...
+    assert float((img - image).abs().max()) > 0.01  # ... while the training image carries the jitter
+    assert torch.equal(cnd, cond)
 
 
 def test_augmentation_is_joint_strongest_at_coarse_scales_and_keeps_inputs():

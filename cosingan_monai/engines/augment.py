@@ -130,10 +130,16 @@ class HierarchicalAugment:
             self._cache[scale] = t
         return self._cache[scale]
 
-    def __call__(self, image: torch.Tensor, cond: torch.Tensor, scale: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """An augmented copy of each batch item (inputs are not modified)."""
+    def __call__(
+        self, image: torch.Tensor, cond: torch.Tensor, scale: int, with_reference: bool = False
+    ) -> tuple[torch.Tensor, ...]:
+        """An augmented copy of each batch item (inputs are not modified): (image, condition[, reference]).
+
+        The reference is the same geometric copy before the intensity and lesion-density jitter: the levels the
+        region guard holds the random path to (docs/design.md "Region-level guard").
+        """
         t = self.transforms(scale)
-        imgs, conds = [], []
+        imgs, conds, refs = [], [], []
         for b in range(image.shape[0]):
             air = air_value(image[b], cond[b], self.config)
             moved = t({IMAGE: image[b] - air, COND: cond[b].clone()})  # air at 0, so zero padding is air
@@ -142,9 +148,12 @@ class HierarchicalAugment:
             moved_cond = torch.as_tensor(moved[COND]).as_subclass(torch.Tensor)
             imgs.append(jittered + self.lesion_shift() * moved_cond[1:2].to(jittered))
             conds.append(moved_cond)
+            refs.append(shifted)
         img = torch.stack(imgs).to(image.device, image.dtype).clamp(-1.0, 1.0)
         cnd = torch.stack(conds).to(cond.device, cond.dtype).clamp(0.0, 1.0)
-        return img, cnd
+        if not with_reference:
+            return img, cnd
+        return img, cnd, torch.stack(refs).to(image.device, image.dtype).clamp(-1.0, 1.0)
 
     def lesion_shift(self) -> float:
         """A random lesion-density shift in [-s, s] (s = jitter_lesion_shift) with probability jitter_prob, else 0.

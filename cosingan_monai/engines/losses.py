@@ -1,4 +1,5 @@
-"""CoSinGAN losses: WGAN critic/generator terms, the WGAN-GP gradient penalty (AMP-safe), mixed L1 + (1 - SSIM)."""
+"""CoSinGAN losses: WGAN critic/generator terms, the WGAN-GP gradient penalty (AMP-safe), mixed L1 + (1 - SSIM),
+and the region-level guard of the random path."""
 
 from __future__ import annotations
 
@@ -70,3 +71,46 @@ class MixedReconstructionLoss(nn.Module):
         if self.ssim_weight > 0 and min(pred.shape[-2:]) >= self.win_size:  # SSIM needs a full window
             loss = loss + self.ssim_weight * self.ssim(pred, target)
         return loss
+
+
+def condition_regions(cond: torch.Tensor) -> torch.Tensor:
+    """(B, R, H, W) region weights from a condition: healthy lung, lesion, and, with a body channel, body and outside.
+
+    Channels of the condition (data.transforms.label_to_condition): 0 lung (all lung labels), 1 infection, [2 body].
+    Soft masks (area-resized conditions) stay soft, so a region's mean is a weighted mean.
+    """
+    lung, lesion = cond[:, 0:1], cond[:, 1:2]
+    parts = [lung * (1.0 - lesion), lesion]
+    if cond.shape[1] >= 3:
+        body = cond[:, 2:3]
+        parts += [body * (1.0 - lung), 1.0 - body]
+    return torch.cat(parts, 1).clamp(0.0, 1.0)
+
+
+def region_level_guard(
+    fake: torch.Tensor,
+    real: torch.Tensor,
+    cond: torch.Tensor,
+    tol: float,
+    lesion_tol: float = 0.0,
+    min_fraction: float = 0.02,
+) -> torch.Tensor:
+    """Hinge on each region's mean level: mean over (sample, region) of relu(|mean_fake - mean_real| - band).
+
+    `fake` and `real` (the un-jittered augmented slice) share the condition, so the real slice says what level each
+    region has. The band is `tol`, plus `lesion_tol` for the lesion (whose density the augmentation varies), so
+    texture and lesion density stay free; only a drift of a whole region (a random-path stage that darkens every
+    lung by 300 HU while its zero-noise reconstruction stays exact, measured on the demo model of seed 1,
+    docs/design.md "Region-level guard") pays. Regions under `min_fraction` of the window are skipped. Written here
+    because no MONAI loss compares masked region means.
+    """
+    w = condition_regions(cond.float())
+    area = w.sum(dim=(-2, -1))
+    valid = area >= min_fraction * w.shape[-2] * w.shape[-1]
+    denom = area.clamp_min(1e-6)
+    mean_fake = (fake.float() * w).sum(dim=(-2, -1)) / denom
+    mean_real = (real.float() * w).sum(dim=(-2, -1)) / denom
+    band = torch.full_like(mean_fake[:1], float(tol))
+    band[:, 1] += float(lesion_tol)
+    gap = torch.relu((mean_fake - mean_real).abs() - band)
+    return (gap * valid).sum() / valid.sum().clamp_min(1)

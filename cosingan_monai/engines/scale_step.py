@@ -2,8 +2,9 @@
 
 Each step: the coarse input (frozen coarser scales, fresh noise) comes from the data bank; one critic step per
 active stage (WGAN-GP, real and fake batched through the critic, lazy penalty), then one generator step
-(adversarial + alpha x mixed L1/SSIM reconstruction on the cached fixed-noise path). Scales larger than crop_size
-train on random crops; the generator runs on the crop grown by its receptive radius so crop edges are exact.
+(adversarial + alpha x mixed L1/SSIM reconstruction on the cached fixed-noise path + the region-level guard on the
+random path). Scales larger than crop_size train on random crops; the generator runs on the crop grown by its
+receptive radius so crop edges are exact.
 """
 
 from __future__ import annotations
@@ -15,7 +16,13 @@ import torch
 
 from cosingan_monai.core.amp import amp_policy
 from cosingan_monai.engines.augment import HierarchicalAugment
-from cosingan_monai.engines.losses import MixedReconstructionLoss, critic_loss, generator_adv_loss, gradient_penalty
+from cosingan_monai.engines.losses import (
+    MixedReconstructionLoss,
+    critic_loss,
+    generator_adv_loss,
+    gradient_penalty,
+    region_level_guard,
+)
 from cosingan_monai.networks.critic import PatchCritic
 from cosingan_monai.networks.pyramid import CoSinGAN, resize, upsample
 
@@ -30,7 +37,8 @@ def build_critics(model: CoSinGAN, scale: int) -> tuple[PatchCritic, PatchCritic
 
 
 class AugmentedPairs:
-    """Endless iterable of training batches for one scale: augmented (image, condition) + the coarse input "prev".
+    """Endless iterable of training batches for one scale: augmented (image, condition), the coarse input "prev"
+    and the un-jittered "reference" image.
 
     A bank of `bank_size` entries is built on first use: an augmented pair (MONAI transforms) and the upsampled
     output of the frozen coarser scales for it with fresh noise. Each step draws `batch_size` entries, and one entry
@@ -58,14 +66,16 @@ class AugmentedPairs:
         self._steps = 0
 
     def _fresh(self, k: int) -> list[torch.Tensor]:
-        img, cond = self.augment(self.image.expand(k, -1, -1, -1), self.cond.expand(k, -1, -1, -1), self.scale)
+        img, cond, ref = self.augment(
+            self.image.expand(k, -1, -1, -1), self.cond.expand(k, -1, -1, -1), self.scale, with_reference=True
+        )
         prev = self.prev_fn(cond) if self.prev_fn is not None else torch.zeros_like(img)
-        return [img, cond, prev]
+        return [img, cond, prev, ref]
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         while True:
             if self.bank_size <= 0:
-                img, cond, prev = self._fresh(self.batch_size)
+                img, cond, prev, ref = self._fresh(self.batch_size)
             else:
                 if self.bank is None:
                     self.bank = self._fresh(self.bank_size)
@@ -74,9 +84,9 @@ class AugmentedPairs:
                     for t, new in zip(self.bank, self._fresh(1), strict=True):
                         t[slot] = new[0]
                 idx = torch.randint(0, self.bank_size, (self.batch_size,), generator=self.gen).to(self.bank[0].device)
-                img, cond, prev = (t[idx] for t in self.bank)
+                img, cond, prev, ref = (t[idx] for t in self.bank)
             self._steps += 1
-            yield {"image": img, "condition": cond, "prev": prev}
+            yield {"image": img, "condition": cond, "prev": prev, "reference": ref}
 
 
 def crop_windows(
@@ -200,6 +210,36 @@ class ScaleStep:
         margin = (c.gen_layers * (c.kernel_size // 2)) if c.crop_margin < 0 else c.crop_margin
         return crop_windows(shape, c.crop_size, margin)
 
+    def _level_guard(
+        self,
+        x1: torch.Tensor,
+        x2: torch.Tensor | None,
+        up: torch.Tensor,
+        ref: torch.Tensor,
+        cond: torch.Tensor,
+        rel: tuple[slice, slice],
+    ) -> torch.Tensor:
+        """Region-level guard of the random path (docs/design.md "Region-level guard").
+
+        "residual": each active stage may not move a region's mean by more than the band from its own input (stage 1
+        from the upsampled coarser output, stage 2 from stage 1); "real": the stages' outputs stay within the band
+        of the un-jittered real slice's region means.
+        """
+        m, n, c = self.model, self.scale, self.model.config
+        band = (c.level_guard_tol, c.jitter_lesion_shift, c.level_guard_min_area)
+        stage2, train1 = m.stage2_on[n], not m.stage2_on[n] or c.joint_stage1
+        guard = ref.new_zeros(())
+        if c.level_guard_ref == "real":
+            for fake, on in ((x1, train1), (x2, stage2)):
+                if on:
+                    guard = guard + region_level_guard(fake, ref, cond, *band)
+            return guard
+        if train1 and n > 0:  # the coarsest scale has no coarser input to keep
+            guard = guard + region_level_guard(x1, up[..., rel[0], rel[1]], cond, *band)
+        if stage2:
+            guard = guard + region_level_guard(x2, x1.detach(), cond, *band)
+        return guard
+
     def __call__(self, iteration: int, batchdata: dict[str, torch.Tensor]) -> dict[str, float]:
         """Run training iteration `iteration` (1-based) of this scale on one batch; returns the scalar losses."""
         m, n, c = self.model, self.scale, self.model.config
@@ -211,6 +251,7 @@ class ScaleStep:
         full_real, full_cond = self._fmt(batchdata["image"]), self._fmt(batchdata["condition"])
         inner, outer, rel = self._windows(full_real.shape[-2:])
         real, cond = self._fmt(full_real[..., inner[0], inner[1]]), self._fmt(full_cond[..., inner[0], inner[1]])
+        ref = self._fmt(batchdata.get("reference", batchdata["image"])[..., inner[0], inner[1]])
         g_cond = self._fmt(full_cond[..., outer[0], outer[1]])
         up = self._fmt(batchdata["prev"][..., outer[0], outer[1]])
         z1 = m.noise_amps[n] * torch.randn_like(up)
@@ -268,11 +309,12 @@ class ScaleStep:
             if stage2:
                 r = g.forward_stage2(r, rec_cond, torch.zeros_like(r))
                 rec = rec + self.rec_loss(r[..., rel[0], rel[1]], rec_real)
-        loss_g = adv + self.rec_alpha * rec
+            guard = real.new_zeros(()) if c.level_guard_weight <= 0 else self._level_guard(x1, x2, up, ref, cond, rel)
+        loss_g = adv + self.rec_alpha * rec + c.level_guard_weight * guard
         self._step(loss_g, self.optimizer_g)
         if self.scaler is not None:
             self.scaler.update()
-        out.update(loss_g=loss_g.detach(), adv_g=adv.detach(), rec=rec.detach())
+        out.update(loss_g=loss_g.detach(), adv_g=adv.detach(), rec=rec.detach(), level_gap=guard.detach())
         keys = list(out)
         values = torch.stack([out[k].float() for k in keys]).tolist()  # one device sync per iteration
         result = dict(zip(keys, values, strict=True))

@@ -65,6 +65,10 @@ class CoSinGANConfig:
     noise_amp_factor: float = 0.1  # noise amp per scale = factor x RMSE(real, upsampled reconstruction)
     noise_amp_coarsest: float = 1.0
     noise_amp_min: float = 0.1  # floor of every finer scale's noise amps (both stages), network units (75 HU)
+    level_guard_weight: float = 10.0  # weight of the random-path region-level hinge (0 = off; docs/design.md) ...
+    level_guard_ref: str = "residual"  # ... each stage against its own input ("residual") or the real slice ("real")
+    level_guard_tol: float = 0.1  # ... free band around the real slice's region means, network units (75 HU) ...
+    level_guard_min_area: float = 0.1  # ... for regions covering at least this fraction of the (cropped) window
 
     # ---- hierarchical augmentation (strength 1 at the coarsest scale, aug_fine_strength at the finest)
     aug_prob: float = 0.8  # probability of the joint geometric augmentation per step
@@ -101,10 +105,12 @@ class CoSinGANConfig:
             (self.gen_layers >= 2 and self.critic_layers >= 2, "networks need >= 2 conv layers"),
             (self.kernel_size % 2 == 1, "kernel_size must be odd"),
             (self.image_resize in ("area", "bilinear"), "image_resize must be 'area' or 'bilinear'"),
+            (self.level_guard_ref in ("residual", "real"), "level_guard_ref must be 'residual' or 'real'"),
             (self.iters_per_scale >= 1, "iters_per_scale must be >= 1"),
             (self.iters_coarsest_factor > 0 and self.iters_finest_factor > 0, "iteration factors must be > 0"),
             (self.rec_alpha_fine == -1.0 or self.rec_alpha_fine > 0, "rec_alpha_fine must be > 0 or -1"),
             (self.noise_amp_min >= 0 and self.jitter_lesion_shift >= 0, "noise_amp_min, jitter_lesion_shift >= 0"),
+            (min(self.level_guard_weight, self.level_guard_tol, self.level_guard_min_area) >= 0, "level guard: >= 0"),
             (0.0 <= self.stage2_start <= 1.0, "stage2_start must be in [0, 1]"),
             (self.d_steps >= 1 and self.gp_every >= 1 and self.batch_size >= 1, "step counts must be >= 1"),
             (0.0 <= self.stage2_focus_floor <= 1.0, "stage2_focus_floor must be in [0, 1]"),
