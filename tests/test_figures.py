@@ -93,7 +93,9 @@ def test_hparam_metrics_read_the_newest_value_of_each(tmp_path):
 
     from cosingan_monai.pipeline.downstream import hparam_metrics
 
-    for value in (0.5, 0.7):  # a training redone into the same folder: the newer run wins
+    # a training redone into the same folder: the newer run wins. Twelve runs within a second or two: the event
+    # files' counter suffix passes 9 -> 10, where name order and time order part (a flaky CI failure before)
+    for value in [0.1 * k for k in range(1, 12)] + [0.7]:
         writer = SummaryWriter(str(tmp_path / "tb"))
         writer.add_scalar("train_loss", 1.0, 1)
         writer.add_hparams({"learning_rate": 1e-3}, {"hparam/best_val_mean_dice": value}, run_name=".")

@@ -314,3 +314,32 @@ def test_augmented_pairs_bank_refreshes_entries():
     assert calls == [4] + [1] * 4  # the bank once, then one fresh entry every 2nd step
     assert all(b["image"].shape == (2, 1, 16, 16) and b["prev"].shape == (2, 1, 16, 16) for b in batches)
     assert {float(v) for b in batches for v in b["prev"][:, 0, 0, 0]} - {1.0} != set()  # refreshed entries drawn
+
+
+def test_residual_level_guard_holds_each_stage_to_its_own_input():
+    from cosingan_monai.engines.scale_step import ScaleStep, build_critics
+
+    cfg = CoSinGANConfig(max_size=20, min_size=10, scale_factor=0.75, base_channels=4, joint_stage1=True)
+    cond = _two_lung_condition(20)[0]
+    model = CoSinGAN.for_training_pair(torch.zeros(20, 20), cond, cfg)
+    model.generators.append(model.new_scale())
+    model.generators.append(model.new_scale())
+    n = 1
+    model.stage2_on[n] = True
+    opt = torch.optim.Adam(model.generators[n].parameters())
+    step = ScaleStep(model, n, build_critics(model, n), opt, opt, iterations=4, amp=False)
+    c = condition_regions(cond[None])
+    up = torch.zeros(1, 1, 20, 20)
+    full = (slice(None), slice(None))
+    assert float(step._level_guard(up, up, up, up, cond[None], full)) == 0.0
+    # stage 1 darkens the healthy lung by 0.4 (300 HU) against its coarser input: (0.4 - 0.1) over 3 regions (the
+    # 16-px lesion is under level_guard_min_area, 10% of the 400-px window)
+    x1 = up - 0.4 * c[:, :1]
+    assert float(step._level_guard(x1, x1, up, up, cond[None], full)) == pytest.approx(0.3 / 3, abs=1e-5)
+    # stage 2 keeps stage 1's levels: only stage 1 pays, whatever the real slice says
+    assert float(step._level_guard(up, up, up, up + 1.0, cond[None], full)) == 0.0
+    # the "real" rule compares both stages with the reference image instead
+    model.config.level_guard_ref = "real"
+    assert float(step._level_guard(up, up, up, up - 0.4 * c[:, :1], cond[None], full)) == pytest.approx(
+        2 * 0.3 / 3, abs=1e-5
+    )

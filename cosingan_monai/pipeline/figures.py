@@ -58,19 +58,23 @@ def slice_grid(panels: Sequence[tuple[np.ndarray, np.ndarray | None, str]], path
 
 
 def read_scalars(log_dir: str | Path) -> dict[str, list[tuple[int, float]]]:
-    """All scalar series under a TensorBoard log tree, as {tag: [(step, value), ...]} (tag prefixed by sub-folder)."""
+    """All scalar series under a TensorBoard log tree, as {tag: [(step, value), ...]} (tag prefixed by sub-folder).
+
+    Each event file is read on its own and every series is ordered by the events' wall time, so a training redone
+    into the same folder comes last. (File names cannot order them: their counter suffix sorts "10" before "9".)
+    """
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    series: dict[str, list[tuple[int, float]]] = {}
+    timed: dict[str, list[tuple[float, int, float]]] = {}
     root = Path(log_dir)
-    for events in sorted(root.rglob("events.out.tfevents.*")):
-        acc = EventAccumulator(str(events.parent), size_guidance={"scalars": 0})
+    for events in root.rglob("events.out.tfevents.*"):
+        acc = EventAccumulator(str(events), size_guidance={"scalars": 0})
         acc.Reload()
         prefix = events.parent.relative_to(root).as_posix()
         for tag in acc.Tags().get("scalars", []):
             key = f"{prefix}/{tag}" if prefix != "." else tag
-            series.setdefault(key, []).extend((e.step, e.value) for e in acc.Scalars(tag))
-    return series
+            timed.setdefault(key, []).extend((e.wall_time, e.step, e.value) for e in acc.Scalars(tag))
+    return {key: [(step, value) for _, step, value in sorted(rows)] for key, rows in timed.items()}
 
 
 def curves(series: dict[str, list[tuple[int, float]]], path: str | Path, columns: int = 3) -> Path | None:
