@@ -94,3 +94,16 @@ def test_train_gan_refuses_an_existing_training_without_resume_or_force(tmp_path
     assert model.read_bytes() == b"earlier training"
     for opt in ("--resume", "--force"):
         assert _params("train-gan")[opt].is_flag and _params("pipeline")[opt].is_flag
+
+
+def test_sample_lesion_density_spread_is_a_fraction_of_the_trained_range(tmp_path):
+    """--lesion-density-spread takes [0, 1] of the range the GAN trained on; anything else is refused by name."""
+    from click.testing import CliRunner
+
+    model = tmp_path / "model.pt"
+    model.write_bytes(b"not read: the option is checked first")
+    result = CliRunner().invoke(
+        main, ["sample", "--model", str(model), "--out", str(tmp_path / "o"), "--lesion-density-spread", "1.5"]
+    )
+    assert result.exit_code == 2 and "--lesion-density-spread" in result.output and "1.5" in result.output
+    assert _params("sample")["--lesion-density-spread"].help

@@ -61,3 +61,22 @@ def test_build_conditions_counts_negatives_and_is_deterministic():
 def test_build_conditions_refuses_lungless_volume():
     with pytest.raises(ValueError, match="no lung"):
         build_conditions(np.zeros((8, 8, 2), np.uint8), np.zeros((8, 8, 2), bool), count=3)
+
+
+def test_lesion_density_map_draws_one_density_per_lesion():
+    from cosingan_monai.data.conditions import lesion_density_map
+
+    lab = _label_volume()[..., 2].copy()
+    x, y = np.meshgrid(np.arange(64), np.arange(64), indexing="ij")
+    lab[((x - 48) / 3) ** 2 + ((y - 20) / 3) ** 2 <= 1] = 3  # a second, separate lesion in the right lung
+    a = lesion_density_map(lab, 0.5, np.random.default_rng(1))
+    b = lesion_density_map(lab, 0.5, np.random.default_rng(1))
+    assert a is not None and np.array_equal(a, b)  # same seed, same densities
+    assert (a[lab != 3] == 0).all()
+    levels = [np.unique(a[(lab == 3) & (x < 32)]), np.unique(a[(lab == 3) & (x >= 32)])]
+    assert [len(v) for v in levels] == [1, 1]  # one density per connected lesion
+    assert levels[0][0] != levels[1][0] and max(abs(levels[0][0]), abs(levels[1][0])) <= 0.5
+    assert lesion_density_map(remove_lesions(lab), 0.5, np.random.default_rng(1)) is None  # nothing to draw
+    assert lesion_density_map(lab, 0.0, np.random.default_rng(1)) is None
+    with pytest.raises(ValueError, match="spread must be in \\[0, 1\\]; got 1.5"):
+        lesion_density_map(lab, 1.5, np.random.default_rng(1))

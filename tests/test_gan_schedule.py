@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from cosingan_monai.data.transforms import unit_to_hu
+from cosingan_monai.data.transforms import DENSITY_CHANNEL, unit_to_hu, with_lesion_density
 from cosingan_monai.engines.augment import HierarchicalAugment
 from cosingan_monai.engines.realism_log import label_from_condition
 from cosingan_monai.engines.train_loop import MultiScaleTrainer
@@ -128,3 +128,28 @@ def test_noise_floor_and_realism_numbers_per_scale(tmp_path):
     quiet = MultiScaleTrainer(pair=(img, cond), config=cfg, output_dir=tmp_path / "q", progress=False).run()
     for a, b in zip(model.state_dict().values(), quiet.state_dict().values(), strict=True):
         assert torch.equal(a, b)
+
+
+def test_lesion_density_channel_reports_the_shift_the_image_got():
+    """With the density channel, channel 3 = lesion x (0.5 + 0.5 shift / jitter_lesion_shift): the GAN is told the
+    density it is shown, so a sample's density can be chosen later (docs/design.md "Lesion density")."""
+    img, cond = _pair()
+    cond = with_lesion_density(cond)
+    cfg = CoSinGANConfig(
+        aug_prob=0.0, aug_zoom_prob=0.0, aug_flip_prob=0.0, jitter_gamma=0.0, jitter_scale=0.0, jitter_shift=0.0,
+        jitter_prob=1.0, jitter_lesion_shift=0.2, lesion_density_channel=True,
+    )  # fmt: skip
+    aug = HierarchicalAugment(cfg, [(32, 32)], seed=3)
+    x, c = torch.as_tensor(img)[None, None], torch.as_tensor(cond)[None]
+    lesion = cond[1] > 0.5
+    levels = []
+    for _ in range(20):
+        out, out_c = aug(x, c, 0)
+        shift = float((out - x)[0, 0].numpy()[lesion].mean())
+        level = out_c[0, DENSITY_CHANNEL].numpy()
+        assert np.abs(level[~lesion]).max() < 1e-6
+        assert np.allclose(level[lesion], 0.5 + 0.5 * shift / 0.2, atol=1e-4)
+        assert torch.equal(out_c[0, :3], c[0, :3])  # the other channels are untouched
+        levels.append(float(level[lesion].mean()))
+    assert min(levels) < 0.4 and max(levels) > 0.6
+    assert np.allclose(cond[DENSITY_CHANNEL][lesion], 0.5)  # the training slice itself is density 0

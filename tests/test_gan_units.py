@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from cosingan_monai.core.amp import amp_policy
+from cosingan_monai.data.transforms import DENSITY_CHANNEL, with_lesion_density
 from cosingan_monai.engines.augment import HierarchicalAugment, displacement_rms, scale_strength
 from cosingan_monai.engines.losses import (
     MixedReconstructionLoss,
@@ -17,6 +18,7 @@ from cosingan_monai.engines.losses import (
 )
 from cosingan_monai.networks import CheckpointError, CoSinGAN, CoSinGANConfig, PatchCritic, ScaleGenerator
 from cosingan_monai.networks.critic import masked_views
+from cosingan_monai.networks.synthesis_net import CoSinGANGenerator
 
 
 def _tiny_model(**cfg) -> CoSinGAN:
@@ -26,6 +28,8 @@ def _tiny_model(**cfg) -> CoSinGAN:
     cond[0, 8:22, 5:14] = 1
     cond[1, 10:14, 6:10] = 1
     cond[2, 3:27, 2:28] = 1
+    if config.lesion_density_channel:
+        cond = torch.as_tensor(with_lesion_density(cond.numpy()))
     model = CoSinGAN.for_training_pair(img, cond, config)
     for _ in range(model.num_scales):
         model.new_scale()
@@ -42,6 +46,11 @@ def test_config_validates_and_round_trips():
     c = CoSinGANConfig(max_size=64, use_body=False)
     assert CoSinGANConfig.from_dict(c.to_dict()) == c
     assert c.cond_channels == 2
+    assert CoSinGANConfig(lesion_density_channel=True).cond_channels == 4
+    with pytest.raises(ValueError, match="lesion_density_channel needs use_body"):
+        CoSinGANConfig(lesion_density_channel=True, use_body=False)
+    with pytest.raises(ValueError, match="lesion_density_channel needs jitter_lesion_shift > 0"):
+        CoSinGANConfig(lesion_density_channel=True, jitter_lesion_shift=0.0)
     widths = [CoSinGANConfig().channels_at(n) for n in range(13)]
     assert widths[:4] == [32] * 4 and widths[4:8] == [64] * 4 and widths[8:] == [128] * 5
 
@@ -343,3 +352,27 @@ def test_residual_level_guard_holds_each_stage_to_its_own_input():
     assert float(step._level_guard(up, up, up, up - 0.4 * c[:, :1], cond[None], full)) == pytest.approx(
         2 * 0.3 / 3, abs=1e-5
     )
+
+
+def test_lesion_density_condition_from_label_maps_and_three_channel_conditions():
+    """A density model builds channel 3 from a label map and a density (scalar or map); a 3-channel condition, as
+    the generator bundle's verify_net_in_out passes, means the training slice's own density (d = 0)."""
+    model = _tiny_model(lesion_density_channel=True)
+    lab = np.zeros((30, 30), np.uint8)
+    lab[8:22, 5:14] = 1
+    lab[10:14, 6:10] = 3
+    lesion = lab == 3
+    for density, level in ((None, 0.5), (1.0, 1.0), (-1.0, 0.0), (3.0, 1.0)):  # clipped to [-1, 1]
+        cond = model.to_condition(lab, density=density).numpy()
+        assert cond.shape == (4, 30, 30) and np.allclose(cond[DENSITY_CHANNEL][lesion], level)
+        assert (cond[DENSITY_CHANNEL][~lesion] == 0).all()
+    dmap = np.where(np.arange(30)[:, None] < 12, -0.5, 0.5) * np.ones((30, 30))
+    cond = model.to_condition(lab, density=dmap).numpy()
+    assert set(np.unique(cond[DENSITY_CHANNEL][lesion]).round(3)) == {0.25, 0.75}
+    net = CoSinGANGenerator(model).eval()
+    four = model.to_condition(lab)[None]
+    noise = torch.randn(1, 2 * model.num_scales, 30, 30, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(net(four[:, :3], noise), net(four, noise))
+    with pytest.raises(ValueError, match="density map shape \\(30, 30\\) does not match the label volume"):
+        model.sample_volume(np.repeat(lab[..., None], 3, 2), density=dmap)

@@ -54,6 +54,13 @@ from cosingan_monai.commands.options import (
     show_default=True,
     help="Add infection-free copies of infected conditions.",
 )
+@click.option(
+    "--lesion-density-spread",
+    type=click.FloatRange(0.0, 1.0),
+    default=None,
+    help="Each lesion's density is drawn from [-S, S] of the range the GAN trained on (0: the training slice's "
+    "density; default: the bundle's 1.0). Models without the lesion density channel ignore it.",
+)
 @seed_option
 @threads_option
 @device_option
@@ -67,6 +74,7 @@ def sample(
     volume_labels: tuple[Path, ...],
     n_volumes: int,
     lesion_free: bool,
+    lesion_density_spread: float | None,
     seed: int,
     threads: int | None,
     device: str | None,
@@ -95,6 +103,8 @@ def sample(
     }
     if samples_per_condition is not None:
         overrides["samples_per_condition"] = samples_per_condition
+    if lesion_density_spread is not None:
+        overrides["lesion_density_spread"] = lesion_density_spread
     overrides.update({**device_override(device), **parse_sets(sets)})
     bundles.run_bundle(bundle, "inference", preset, overrides, threads=threads)
     click.echo(f"synthetic data: {out / 'synthetic'}")

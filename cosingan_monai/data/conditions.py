@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from monai.transforms import Compose, Rand2DElasticd, RandAffined, RandFlipd
+from scipy import ndimage
 
 from cosingan_monai.core.constants import INFECTION
 from cosingan_monai.core.constants import LEFT_LUNG as LEFT
@@ -67,6 +68,23 @@ def remove_lesions(label: np.ndarray) -> np.ndarray:
     out = label.copy()
     out[out == INFECTION] = LEFT  # any lung value; relabel_sides puts it on the right side
     return relabel_sides(out)
+
+
+def lesion_density_map(label: np.ndarray, spread: float, rng: np.random.Generator) -> np.ndarray | None:
+    """A lesion density d ~ U[-spread, spread] per connected lesion (label 3) of a slice or volume, 0 elsewhere.
+
+    Why per lesion: one training slice shows one density, while a real lung mixes faint ground glass and dense
+    consolidation; a GAN with the lesion density channel can render each lesion of a new mask at its own density
+    (docs/design.md "Lesion density"). None when there is nothing to draw (no lesion, or spread 0).
+    """
+    if not 0.0 <= spread <= 1.0:
+        raise ValueError(f"lesion density spread must be in [0, 1]; got {spread}")
+    lesion = np.asarray(label) == INFECTION
+    if spread == 0.0 or not lesion.any():
+        return None
+    components, count = ndimage.label(lesion)
+    levels = np.concatenate([[0.0], rng.uniform(-spread, spread, size=count)]).astype(np.float32)
+    return levels[components]
 
 
 def mask_augmentation(size_xy: tuple[int, int], strength: float = 1.0) -> Compose:

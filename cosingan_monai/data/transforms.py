@@ -66,6 +66,29 @@ def label_to_condition(label: np.ndarray, body: np.ndarray | None = None) -> np.
     return np.stack(chans).astype(np.float32)
 
 
+#: Index of the lesion density channel in a condition (lung, infection, body, density; it needs the body channel).
+DENSITY_CHANNEL = 3
+
+
+def density_level(lesion: Any, density: Any = 0.0) -> Any:
+    """The lesion density channel: lesion mask x (0.5 + 0.5 d), for a density d in [-1, 1] (scalar or map).
+
+    d is the lesion's HU shift as a fraction of the GAN's trained range (`jitter_lesion_shift`); d = 0 is the
+    training slice's own density. Works on NumPy arrays and torch tensors alike (docs/design.md "Lesion density").
+    """
+    if isinstance(density, np.ndarray):
+        density = np.clip(density, -1.0, 1.0)
+    elif not torch.is_tensor(density):
+        density = min(1.0, max(-1.0, float(density)))
+    return lesion * (0.5 + 0.5 * density)
+
+
+def with_lesion_density(cond: np.ndarray, density: float | np.ndarray = 0.0) -> np.ndarray:
+    """A condition (C, ...) with the lesion density channel appended after its channels (infection is channel 1)."""
+    c = np.asarray(cond, dtype=np.float32)
+    return np.concatenate([c, density_level(c[1:2], density).astype(np.float32)], 0)
+
+
 def _check_hu(image: np.ndarray, what: str) -> None:
     """Refuse images that are clearly not HU (already windowed to [-1, 1] or 0-255) for HU-based masks."""
     lo, hi = float(image.min()), float(image.max())

@@ -26,7 +26,7 @@ from monai.transforms import (
     RandZoomd,
 )
 
-from cosingan_monai.data.transforms import hu_to_unit
+from cosingan_monai.data.transforms import DENSITY_CHANNEL, density_level, hu_to_unit
 from cosingan_monai.networks.config import CoSinGANConfig
 
 IMAGE, COND = "image", "condition"
@@ -146,7 +146,12 @@ class HierarchicalAugment:
             shifted = torch.as_tensor(moved[IMAGE]).as_subclass(torch.Tensor) + air
             jittered = torch.as_tensor(self.jitter({IMAGE: shifted})[IMAGE]).as_subclass(torch.Tensor)
             moved_cond = torch.as_tensor(moved[COND]).as_subclass(torch.Tensor)
-            imgs.append(jittered + self.lesion_shift() * moved_cond[1:2].to(jittered))
+            shift = self.lesion_shift()
+            imgs.append(jittered + shift * moved_cond[1:2].to(jittered))
+            if self.config.lesion_density_channel:  # tell the GAN the density it is shown (docs/design.md)
+                moved_cond = moved_cond.clone()
+                d = shift / self.config.jitter_lesion_shift
+                moved_cond[DENSITY_CHANNEL : DENSITY_CHANNEL + 1] = density_level(moved_cond[1:2], d)
             conds.append(moved_cond)
             refs.append(shifted)
         img = torch.stack(imgs).to(image.device, image.dtype).clamp(-1.0, 1.0)

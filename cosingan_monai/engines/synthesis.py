@@ -22,7 +22,7 @@ from monai.engines import Evaluator
 
 from cosingan_monai.core.constants import INFECTION
 from cosingan_monai.core.errors import CaseError
-from cosingan_monai.data.conditions import remove_lesions
+from cosingan_monai.data.conditions import lesion_density_map, remove_lesions
 from cosingan_monai.data.datalists import classifier_entry, split_items, write_datalist
 from cosingan_monai.data.io import NIFTI_SUFFIXES, hu_to_windowed, ras_to_display, save_nifti, save_png, slice_affine
 from cosingan_monai.networks.pyramid import CoSinGAN
@@ -205,6 +205,7 @@ class SynthesisEvaluator(Evaluator):
         previews: bool = True,
         amp: bool = True,
         val_handlers: Sequence[Any] | None = None,
+        lesion_density_spread: float = 0.0,
     ) -> None:
         paths = [models] if isinstance(models, (str, os.PathLike)) else list(models)
         if not paths:
@@ -225,6 +226,8 @@ class SynthesisEvaluator(Evaluator):
         self.out = Path(output_dir)
         self.samples_per_condition, self.seed = int(samples_per_condition), int(seed)
         self.val_fraction, self.previews = float(val_fraction), bool(previews)
+        lesion_density_map(np.zeros((1, 1)), lesion_density_spread, np.random.default_rng(0))  # range check first
+        self.lesion_density_spread = float(lesion_density_spread)
         self.records: list[dict[str, Any]] = []
         self.volume_records: list[dict[str, Any]] = []
         self._counter = 0
@@ -248,7 +251,10 @@ class SynthesisEvaluator(Evaluator):
         for _ in range(self.samples_per_condition):
             idx = self._counter
             model = self.models[idx % len(self.models)]
-            img = model.sample(lab, n=1, seed=self.seed * 1_000_003 + idx, body=item["body"], spacing=spacing)
+            density = self._density(model, lab, (self.seed, idx))
+            img = model.sample(
+                lab, n=1, seed=self.seed * 1_000_003 + idx, body=item["body"], spacing=spacing, density=density
+            )
             hu = model.to_hu(img)[0, 0].cpu().numpy().astype(np.float32)
             out_lab = label_on_grid(lab, hu.shape)
             out_aff = grid_affine(aff, lab.shape, hu.shape)
@@ -276,7 +282,8 @@ class SynthesisEvaluator(Evaluator):
             raise CaseError(label_path, "volume mode needs a 3D label volume (x, y, z)")
         body = read_label(body_path)[0] > 0 if body_path else None
         model = self.models[j % len(self.models)]
-        hu = model.sample_volume(label, seed=self.seed * 7919 + j, body=body, spacing=_spacing(aff))
+        density = self._density(model, label, (self.seed, 7919, j))
+        hu = model.sample_volume(label, seed=self.seed * 7919 + j, body=body, spacing=_spacing(aff), density=density)
         out_lab = label_on_grid(label, hu.shape[:2])
         out_aff = grid_affine(aff, label.shape, hu.shape)
         name = f"vol_{j:03d}"
@@ -285,6 +292,13 @@ class SynthesisEvaluator(Evaluator):
         rec = {"name": name, "source": str(label_path), "infected": int((out_lab == INFECTION).any())}
         self.volume_records.append(rec)
         return {"written": [rec]}
+
+    def _density(self, model: CoSinGAN, label: np.ndarray, key: tuple[int, ...]) -> np.ndarray | None:
+        """Per-lesion density map for one sample (None: the training slice's density, or a model without the
+        lesion density channel); seeded by `key`, so the same seed gives the same densities."""
+        if not model.config.lesion_density_channel:
+            return None
+        return lesion_density_map(label, self.lesion_density_spread, np.random.default_rng(key))
 
     def _split_spec(self, n: int) -> dict[str, int]:
         """Per-split counts: val_fraction of n for validation, at least one when val_fraction > 0 and n >= 2."""

@@ -18,7 +18,7 @@ from monai.handlers import LrScheduleHandler, TensorBoardStatsHandler
 
 from cosingan_monai.core.amp import amp_policy
 from cosingan_monai.core.files import atomic_write_path
-from cosingan_monai.data.transforms import hu_to_unit
+from cosingan_monai.data.transforms import hu_to_unit, with_lesion_density
 from cosingan_monai.engines.augment import HierarchicalAugment
 from cosingan_monai.engines.handlers import ImageGridHandler, PeriodicCheckpoint
 from cosingan_monai.engines.realism_log import ScaleRealism, log_realism
@@ -56,6 +56,8 @@ def pair_from_item(item: dict[str, Any], config: CoSinGANConfig) -> tuple[np.nda
         raise ValueError(f"condition must be (C, x, y) matching image {image.shape}, got {cond.shape}")
     if image.min() >= -1.01 and image.max() <= 1.01:
         raise ValueError("training image looks windowed to [-1, 1] already; pass HU (hu_to_unit runs inside)")
+    if config.lesion_density_channel and cond.shape[0] == config.cond_channels - 1:
+        cond = with_lesion_density(cond)  # the training slice's lesions are density 0 by definition
     return hu_to_unit(image), cond[: config.cond_channels]
 
 

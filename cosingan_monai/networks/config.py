@@ -87,6 +87,10 @@ class CoSinGANConfig:
     jitter_scale: float = 0.08  # multiplicative intensity factor in [1-s, 1+s]
     jitter_shift: float = 0.04  # additive shift in [-s, s] (network units; 0.04 = 30 HU)
     jitter_lesion_shift: float = 0.2  # extra shift in [-s, s] inside the infection channel only (lesion density)
+    #: a 4th condition channel that tells the GAN the lesion density shift it trains on, so a sample's lesion
+    #: density can be chosen per lesion at sampling time (docs/design.md "Lesion density"); needs use_body. False
+    #: for model files written before the field existed.
+    lesion_density_channel: bool = False
 
     # ---- sampling volumes: AR(1) noise along z, correlation per slice from coarse to fine
     volume_rho_coarse: float = 0.95
@@ -110,6 +114,11 @@ class CoSinGANConfig:
             (self.iters_coarsest_factor > 0 and self.iters_finest_factor > 0, "iteration factors must be > 0"),
             (self.rec_alpha_fine == -1.0 or self.rec_alpha_fine > 0, "rec_alpha_fine must be > 0 or -1"),
             (self.noise_amp_min >= 0 and self.jitter_lesion_shift >= 0, "noise_amp_min, jitter_lesion_shift >= 0"),
+            (self.use_body or not self.lesion_density_channel, "lesion_density_channel needs use_body"),
+            (
+                self.jitter_lesion_shift > 0 or not self.lesion_density_channel,
+                "lesion_density_channel needs jitter_lesion_shift > 0 (the densities it learns)",
+            ),
             (min(self.level_guard_weight, self.level_guard_tol, self.level_guard_min_area) >= 0, "level guard: >= 0"),
             (0.0 <= self.stage2_start <= 1.0, "stage2_start must be in [0, 1]"),
             (self.d_steps >= 1 and self.gp_every >= 1 and self.batch_size >= 1, "step counts must be >= 1"),
@@ -123,8 +132,8 @@ class CoSinGANConfig:
 
     @property
     def cond_channels(self) -> int:
-        """Condition channels: lung, infection (+ body)."""
-        return 3 if self.use_body else 2
+        """Condition channels: lung, infection (+ body) (+ lesion density)."""
+        return (3 if self.use_body else 2) + int(self.lesion_density_channel)
 
     def channels_at(self, scale: int) -> int:
         """Generator/critic width at a scale: base, doubling every `channel_double_every` scales, capped."""

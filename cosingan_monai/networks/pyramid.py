@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from cosingan_monai.core.amp import amp_policy
 from cosingan_monai.core.files import atomic_write_path
 from cosingan_monai.data.lungmask import body_from_lungs
-from cosingan_monai.data.transforms import label_to_condition, pyramid_sizes, unit_to_hu
+from cosingan_monai.data.transforms import label_to_condition, pyramid_sizes, unit_to_hu, with_lesion_density
 from cosingan_monai.networks.config import CoSinGANConfig
 from cosingan_monai.networks.generator import ScaleGenerator
 
@@ -243,8 +243,13 @@ class CoSinGAN(nn.Module):
         condition_or_label: np.ndarray | torch.Tensor,
         body: np.ndarray | None = None,
         spacing: Sequence[float] | None = None,
+        density: float | np.ndarray | None = None,
     ) -> torch.Tensor:
-        """A 2D label map (x, y) or condition (C, x, y) -> this model's condition (C, x, y) float32 tensor."""
+        """A 2D label map (x, y) or condition (C, x, y) -> this model's condition (C, x, y) float32 tensor.
+
+        `density` (scalar or (x, y) map in [-1, 1], default 0 = the training slice's) fills the lesion density
+        channel of a model that has one; a condition that already carries that channel keeps its own.
+        """
         src = condition_or_label
         arr = np.asarray(src.detach().cpu() if torch.is_tensor(src) else src)
         want = self.config.cond_channels
@@ -260,10 +265,12 @@ class CoSinGAN(nn.Module):
             if cond.shape[0] == 2 and want == 3:
                 b = body if body is not None else body_from_lungs(cond[0] > 0.5, spacing=spacing)
                 cond = np.concatenate([cond, np.maximum(np.asarray(b, np.float32), cond[0])[None]], 0)
-            if cond.shape[0] < want:
-                raise ValueError(f"condition has {cond.shape[0]} channels, this model needs {want}")
         else:
             raise ValueError(f"expected a 2D label map (x, y) or a condition (C, x, y), got shape {arr.shape}")
+        if self.config.lesion_density_channel and cond.shape[0] == want - 1:
+            cond = with_lesion_density(cond, 0.0 if density is None else density)
+        if cond.shape[0] < want:
+            raise ValueError(f"condition has {cond.shape[0]} channels, this model needs {want}")
         return torch.as_tensor(cond[:want], dtype=torch.float32)
 
     def condition_pyramid(self, cond: torch.Tensor, finest: Sequence[int] | None = None) -> list[torch.Tensor]:
@@ -280,12 +287,14 @@ class CoSinGAN(nn.Module):
         body: np.ndarray | None = None,
         spacing: Sequence[float] | None = None,
         size: Sequence[int] | None = None,
+        density: float | np.ndarray | None = None,
     ) -> torch.Tensor:
         """n synthetic slices (n, 1, H, W) in [-1, 1] for one label map or condition; same seed, same images.
 
         Output is on the model's finest grid (or `size`, stretching the pyramid); `to_hu` converts to HU.
+        `density`: the lesion density (see `to_condition`), for a model with the lesion density channel.
         """
-        cond = self.to_condition(condition_or_label, body, spacing)[None].expand(n, -1, -1, -1)
+        cond = self.to_condition(condition_or_label, body, spacing, density)[None].expand(n, -1, -1, -1)
         conds = self.condition_pyramid(cond, size)
         gen = torch.Generator(device=self.device).manual_seed(int(seed))
         with amp_policy(self.device).autocast():
@@ -300,19 +309,31 @@ class CoSinGAN(nn.Module):
         body: np.ndarray | None = None,
         spacing: Sequence[float] | None = None,
         batch_size: int = 16,
+        density: float | np.ndarray | None = None,
     ) -> np.ndarray:
         """A synthetic HU volume (H, W, z) for a label volume (x, y, z), slice by slice on the model's grid.
 
         Noise follows an AR(1) process along z per scale (correlation volume_rho_coarse at the coarsest scale down
         to volume_rho_fine at the finest), so neighbouring slices share layout and the volume is coherent.
+        `density`: scalar or (x, y, z) map of lesion densities (see `to_condition`).
         """
         lab = np.asarray(label_volume)
         if lab.ndim != 3:
             raise ValueError(f"label volume must be (x, y, z), got shape {lab.shape}")
         if self.config.use_body and body is None:
             body = body_from_lungs(lab > 0, spacing=spacing)
+        dens = None if density is None or np.ndim(density) == 0 else np.asarray(density)
+        if dens is not None and dens.shape != lab.shape:
+            raise ValueError(f"density map shape {dens.shape} does not match the label volume {lab.shape}")
         conds = torch.stack(
-            [self.to_condition(lab[..., k], None if body is None else body[..., k]) for k in range(lab.shape[2])]
+            [
+                self.to_condition(
+                    lab[..., k],
+                    None if body is None else body[..., k],
+                    density=density if dens is None else dens[..., k],
+                )
+                for k in range(lab.shape[2])
+            ]
         )
         sizes = self.sizes_for(None)
         noise = self.volume_noise(lab.shape[2], sizes, seed)

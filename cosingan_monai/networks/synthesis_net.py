@@ -58,6 +58,7 @@ class CoSinGANGenerator(nn.Module):
         self.noise_amps2 = [float(a) if on else 0.0 for a, on in zip(model.noise_amps2, model.stage2_on, strict=True)]
         self.stage2_on = [bool(v) for v in model.stage2_on]
         self.cond_channels = int(model.config.cond_channels)
+        self.has_density = bool(model.config.lesion_density_channel)
         self.num_scales = len(self.sizes)
 
     @classmethod
@@ -77,6 +78,9 @@ class CoSinGANGenerator(nn.Module):
     def forward(self, condition: torch.Tensor, noise: Optional[torch.Tensor] = None) -> torch.Tensor:  # noqa: UP045
         """(B, C, H, W) condition [+ (B, 2 * num_scales, H, W) noise] -> (B, 1, H, W) synthetic slice in [-1, 1]."""
         cond = condition[:, : self.cond_channels].float()
+        if self.has_density and cond.shape[1] == self.cond_channels - 1:
+            # no density channel given: the training slice's own density (data.transforms.density_level at d = 0)
+            cond = torch.cat([cond, 0.5 * cond[:, 1:2]], 1)
         b, h, w = cond.shape[0], cond.shape[2], cond.shape[3]
         if noise is None:
             noise = torch.randn(b, 2 * self.num_scales, h, w, device=cond.device, dtype=cond.dtype)
