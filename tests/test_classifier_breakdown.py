@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "classifier_breakdown.py"
+from bench_helpers import load_benchmark
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("classifier_breakdown", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("classifier_breakdown")
 
 
 def _slice(folder: Path, name: str, lesion_pixels: int) -> tuple[Path, Path]:

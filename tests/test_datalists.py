@@ -182,3 +182,38 @@ def test_write_datalist_is_atomic_and_complete(tmp_path):
     path = datalists.write_datalist(tmp_path / "d.json", {"training": [{"image": "a"}]})
     assert _load(path) == {"training": [{"image": "a"}], "validation": [], "test": []}
     assert [p.name for p in tmp_path.iterdir()] == ["d.json"]  # no temp file left behind
+
+
+def test_mixed_lists_keep_lesion_free_copies_for_the_classifier_only(tmp_path):
+    """The segmenter's list leaves out lesion-free copies (they teach "faint lesion = lung"); the classifier's keeps
+    them as negatives; the real slice is repeated to the share of each list; share 0 adds none."""
+    from cosingan_monai.data.datalists import mix_real_slices
+
+    lab = np.zeros((8, 8, 1), np.uint8)
+    lab[2:6, 2:6] = 1
+    lab[3, 3] = 3
+    real_label = tmp_path / "real_label.nii.gz"
+    nib.save(nib.Nifti1Image(lab, np.eye(4)), str(real_label))
+    real = [{"image": str(tmp_path / "real.nii.gz"), "label": str(real_label)}]
+
+    def entry(i: int, removed: int) -> dict:
+        return {"image": f"i{i}.nii.gz", "label": f"l{i}.nii.gz", "infected": 1 - removed, "lesion_removed": removed}
+
+    synthetic = tmp_path / "syn" / "datalist.json"
+    synthetic.parent.mkdir()
+    training = [entry(i, i % 2) for i in range(12)]  # 6 infected, 6 lesion-free copies
+    synthetic.write_text(json.dumps({"training": training, "validation": [entry(20, 0), entry(21, 1)]}))
+    lists = mix_real_slices(synthetic, real, 0.25, tmp_path / "mixed")
+    seg = json.loads(lists["datalist"].read_text())
+    cls = json.loads(lists["datalist_cls"].read_text())
+    seg_real = [e for e in seg["training"] if e.get("source", "").startswith("real ")]
+    # 6 infected + round(0.25 * 6 / 0.75) = 2 real, cycled to the classifier list's 16 entries (the same steps)
+    assert len(seg["training"]) == 16 and len(seg_real) == 4
+    assert seg["training"][:8] == seg["training"][8:]
+    assert not any(e.get("lesion_removed") for e in seg["training"] + seg["validation"])
+    assert len(seg["validation"]) == 1 and seg["validation"][0]["image"].endswith("i20.nii.gz")
+    assert len(cls["training"]) == 12 + 4 and sum(e["label"] == 0 for e in cls["training"]) == 6  # 0.25 * 12 / 0.75
+    assert len(cls["validation"]) == 2
+    none = json.loads(mix_real_slices(synthetic, real, 0.0, tmp_path / "none")["datalist"].read_text())
+    assert len(none["training"]) == 12 and all(Path(e["image"]).is_absolute() for e in none["training"])
+    assert len({e["image"] for e in none["training"]}) == 6

@@ -59,25 +59,47 @@ def test_seeds_pick_distinct_training_slices(tmp_path):
 
 
 def test_painted_arm_mirrors_the_synthetic_set_with_training_statistics(tmp_path):
+    from cosingan_monai.data.datalists import mix_real_slices
     from cosingan_monai.engines.synthesis import build_condition_items
 
     train = [_write_slice(tmp_path, i, inf) for i, inf in enumerate([4, 8, 0])]
     conditions = write_conditions(train, count=6, seed=0, out=tmp_path / "cond")
     assert len(json.loads(conditions.read_text())["conditions"]) == 6
     items = build_condition_items(str(conditions))  # what the sampler draws: conditions + lesion-free copies
-    mirror = tmp_path / "b_datalist.json"
-    entries = [{"source": it["source"], "infected": int(it["infected"])} for it in items]
-    mirror.write_text(json.dumps({"training": entries[2:] + entries[:1], "validation": entries[1:2]}))
-    lists = write_painted(conditions, mirror, train[:1], tmp_path / "painted", seed=0)
+    assert any(it["lesion_removed"] for it in items) and not all(it["lesion_removed"] for it in items)
+    entries = [
+        {
+            "image": str(tmp_path / f"syn_{i}.nii.gz"),
+            "label": str(tmp_path / f"syn_{i}_label.nii.gz"),
+            "source": it["source"],
+            "infected": int(it["infected"]),
+            "lesion_removed": int(it["lesion_removed"]),
+        }
+        for i, it in enumerate(items)
+    ]
+    synthetic = tmp_path / "b_synthetic.json"
+    synthetic.write_text(json.dumps({"training": entries[2:] + entries[:1], "validation": entries[1:2]}))
+    b = mix_real_slices(synthetic, train[:1], 0.25, tmp_path / "b")  # arm b's lists, as the experiment makes them
+    lists = write_painted(conditions, {"seg": b["datalist"], "cls": b["datalist_cls"]}, train[:1], tmp_path / "d", 0)
+    for kind, key in (("seg", "datalist"), ("cls", "datalist_cls")):
+        ours, theirs = json.loads(lists[kind].read_text()), json.loads(b[key].read_text())
+        for split in ("training", "validation"):  # arm b's counts, splits, classes and real slices
+            assert len(ours[split]) == len(theirs[split]), (kind, split)
+            flag = "infected" if kind == "seg" else "label"
+            assert [e[flag] for e in ours[split]] == [e[flag] for e in theirs[split]], (kind, split)
+            assert [e["image"] for e in ours[split] if e["source"].startswith("real ")] == [
+                e["image"] for e in theirs[split] if e["source"].startswith("real ")
+            ]
     seg = json.loads(lists["seg"].read_text())
-    assert len(seg["training"]) == len(items) - 1 and len(seg["validation"]) == 1  # arm b's counts and splits
-    assert [e["infected"] for e in seg["training"]] == [e["infected"] for e in entries[2:] + entries[:1]]
-    entry = next(e for e in seg["training"] + seg["validation"] if e["infected"])
+    assert not any(e.get("lesion_removed") for e in seg["training"] + seg["validation"])  # as arm b's segmenter
+    cls = json.loads(lists["cls"].read_text())
+    assert any(e.get("lesion_removed") for e in cls["training"])  # the classifier keeps its negatives
+    entry = next(e for e in seg["training"] + seg["validation"] if e["infected"] and "painted" in e["image"])
     img = np.asarray(nib.load(entry["image"]).dataobj)[..., 0]
     lab = np.asarray(nib.load(entry["label"]).dataobj)[..., 0]
     assert abs(img[lab == 3].mean() - -350) < 40 and abs(img[lab == 1].mean() - -850) < 40
-    clean = next(e for e in seg["training"] if not e["infected"])
-    assert not (np.asarray(nib.load(clean["label"]).dataobj) == 3).any()
+    clean = next(e for e in cls["training"] if e["label"] == 0 and "painted" in e["image"])
+    assert not (np.asarray(nib.load(clean["mask"]).dataobj) == 3).any()
 
 
 def test_gap_closure_and_table():

@@ -28,11 +28,24 @@ class Condition:
     label: np.ndarray
     body: np.ndarray
     source: str
+    #: the infection of the mask it came from was removed (remove_lesions): a classifier negative that the 2D
+    #: segmenter does not train on (data.datalists.mix_real_slices)
+    lesion_removed: bool = False
 
     @property
     def infected(self) -> bool:
         """Whether the condition asks for infection (label 3 present)."""
         return bool((self.label == INFECTION).any())
+
+    def entry(self, label_path: object, body_path: object) -> dict[str, object]:
+        """This condition's conditions.json entry, once its label and body are written to those files."""
+        return {
+            "label": str(label_path),
+            "body": str(body_path),
+            "infected": int(self.infected),
+            "source": self.source,
+            "lesion_removed": int(self.lesion_removed),
+        }
 
 
 def lung_bearing_slices(label: np.ndarray, min_fraction: float = 0.2) -> list[int]:
@@ -149,10 +162,10 @@ def build_conditions(
         )
         lab = relabel_sides(np.rint(np.asarray(sample["label"])[0]).astype(np.uint8))
         bod = np.asarray(sample["body"])[0] > 0.5
-        source = f"slice {z} augmented"
+        source, removed = f"slice {z} augmented", False
         if rng.random() < lesion_free_fraction and (lab == INFECTION).any():
-            lab, source = remove_lesions(lab), source + ", lesion-free"
+            lab, source, removed = remove_lesions(lab), source + ", lesion-free", True
         if not ((lab >= LEFT) & (lab <= INFECTION)).any():
             continue  # the warp pushed the lungs out of view
-        conditions.append(Condition(lab, bod | (lab > 0), source))
+        conditions.append(Condition(lab, bod | (lab > 0), source, removed))
     return conditions

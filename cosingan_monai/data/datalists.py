@@ -131,8 +131,22 @@ def write_datalist(path: str | os.PathLike[str], splits: Mapping[str, list[dict[
 
 def classifier_entry(entry: Mapping[str, Any]) -> dict[str, Any]:
     """A segmentation datalist entry as a covid_slice_classifier one: image, slice label 0|1 and the label map as
-    "mask" (the classifier trains on the infection mask: networks/slice_classifier.py)."""
-    return {"image": entry["image"], "label": int(entry["infected"]), "mask": entry["label"]}
+    "mask" (the classifier trains on the infection mask: networks/slice_classifier.py). "source" and
+    "lesion_removed" are kept where present, so a classifier list can be mirrored (the experiment's arm d)."""
+    out = {"image": entry["image"], "label": int(entry["infected"]), "mask": entry["label"]}
+    out.update({k: entry[k] for k in ("source", "lesion_removed") if k in entry})
+    return out
+
+
+def for_segmenter(entries: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The entries a segmenter trains on: all but lesion-free copies of infected masks ("lesion_removed").
+
+    Why: a copy of an infected mask with its lesions turned into lung, rendered by the GAN, still shows faint
+    lesion texture where the label now says lung. On the demo, dropping those copies from the 2D segmenter's list
+    raised its held-out infection recall from 0.25 to 0.37 (docs/results.md "Lesion-free copies"). The
+    classifier keeps them: they are its negatives.
+    """
+    return [e for e in entries if not int(e.get("lesion_removed", 0))]
 
 
 def mix_real_slices(
@@ -140,8 +154,10 @@ def mix_real_slices(
 ) -> dict[str, Path]:
     """Synthetic training set + the real training slices, repeated to `share` of the result (the rest unchanged).
 
-    Writes OUT_DIR/datalist.json (2D segmenter) and OUT_DIR/datalist_cls.json (classifier) with absolute paths; the
-    validation split stays synthetic. `real` entries need "image" and "label" (a label map with values 0-3).
+    Writes OUT_DIR/datalist.json (2D segmenter: without lesion-free copies, `for_segmenter`, cycled to the length of
+    the classifier's list) and OUT_DIR/datalist_cls.json (classifier: every entry) with absolute paths; the
+    validation split stays synthetic.
+    `real` entries need "image" and "label" (a label map with values 0-3); share 0 adds none.
     Why: a synthetic arm that also sees the real slices with the same augmentation keeps what the real slice
     teaches (real texture, vessels are not lesions) and adds the GAN's variety (docs/design.md "Synthetic arm").
     """
@@ -153,7 +169,6 @@ def mix_real_slices(
     def absolute(e: Mapping[str, Any]) -> dict[str, Any]:
         return {**e, **{k: str((source.parent / e[k]).resolve()) for k in ("image", "label")}}
 
-    synthetic = [absolute(e) for e in splits.get("training", [])]
     reals = []
     for e in real:
         lab = np.asarray(nib.load(str(e["label"])).dataobj)
@@ -165,10 +180,24 @@ def mix_real_slices(
                 "source": f"real {Path(e['image']).name}",
             }
         )
-    n_real = 0 if not reals or share == 0 else max(len(reals), round(share * len(synthetic) / (1.0 - share)))
-    training = synthetic + [reals[i % len(reals)] for i in range(n_real)]
-    seg = {"training": training, "validation": [absolute(e) for e in splits.get("validation", [])], "test": []}
-    cls = {k: [classifier_entry(e) for e in v] for k, v in seg.items()}
+
+    def with_reals(synthetic: list[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+        n_real = 0 if not reals or share == 0 else max(len(reals), round(share * len(synthetic) / (1.0 - share)))
+        return synthetic + [reals[i % len(reals)] for i in range(n_real)]
+
+    training = [absolute(e) for e in splits.get("training", [])]
+    validation = [absolute(e) for e in splits.get("validation", [])]
+    cls_seg = {"training": with_reals(training), "validation": validation, "test": []}
+    # the segmenter's list is cycled to the full list's length: the same optimiser steps per epoch as with the
+    # copies (with half the steps the demo's 2D arm lost 0.08 Dice: docs/results.md "Lesion-free copies")
+    seg_training = with_reals(for_segmenter(training))
+    n_seg = len(cls_seg["training"]) if seg_training else 0
+    seg = {
+        "training": [seg_training[i % len(seg_training)] for i in range(n_seg)],
+        "validation": for_segmenter(validation),
+        "test": [],
+    }
+    cls = {k: [classifier_entry(e) for e in v] for k, v in cls_seg.items()}
     out = Path(out_dir)
     return {
         "datalist": write_datalist(out / "datalist.json", seg),

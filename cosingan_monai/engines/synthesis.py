@@ -115,7 +115,8 @@ def build_condition_items(
     """2D synthesis items {label (x, y), body|None, affine, source, infected}; volumes give their lung slices.
 
     With `lesion_free_copies`, every infected condition is followed by a copy with label 3 turned into lung
-    (remove_lesions): infection-free negatives for the classifier from the same anatomy.
+    (remove_lesions): infection-free negatives for the classifier from the same anatomy. Such copies, and entries
+    marked "lesion_removed" upstream, carry lesion_removed=True, which the datalists pass on.
     """
     items: list[dict[str, Any]] = []
     for entry in _entries(conditions, datalist):
@@ -137,9 +138,11 @@ def build_condition_items(
                 )
                 for z in lung_slices(label, slices_per_volume)
             ]
+        removed = bool(entry.get("lesion_removed", False))  # a condition whose lesions were taken out upstream
         for lab, bod, aff, source in slices:
             infected = bool((lab == INFECTION).any())
-            items.append({"label": lab, "body": bod, "affine": aff, "source": source, "infected": infected})
+            item = {"label": lab, "body": bod, "affine": aff, "source": source, "infected": infected}
+            items.append({**item, "lesion_removed": removed})
             if lesion_free_copies and infected:
                 items.append(
                     {
@@ -148,6 +151,7 @@ def build_condition_items(
                         "affine": aff,
                         "source": source + " lesion-free",
                         "infected": False,
+                        "lesion_removed": True,
                     }
                 )
     return items
@@ -270,6 +274,7 @@ class SynthesisEvaluator(Evaluator):
                 "infected": infected,
                 "source": item["source"],
                 "model": idx % len(self.models),
+                "lesion_removed": int(bool(item.get("lesion_removed", False))),
             }
             self.records.append(rec)
             written.append(rec)
@@ -320,7 +325,15 @@ class SynthesisEvaluator(Evaluator):
             for r in self.records:
                 s = split_of[str(r["condition"])]
                 img, lab = f"images/{r['name']}.nii.gz", f"labels/{r['name']}.nii.gz"
-                seg[s].append({"image": img, "label": lab, "infected": r["infected"], "source": r["source"]})
+                seg[s].append(
+                    {
+                        "image": img,
+                        "label": lab,
+                        "infected": r["infected"],
+                        "source": r["source"],
+                        "lesion_removed": r["lesion_removed"],
+                    }
+                )
                 cls[s].append(classifier_entry(seg[s][-1]))
             write_datalist(self.out / "datalist.json", seg)
             write_datalist(self.out / "datalist_cls.json", cls)

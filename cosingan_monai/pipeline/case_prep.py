@@ -81,5 +81,5 @@ def write_conditions(prepared: PreparedCase, count: int, seed: int, out_dir: Pat
     for i, cond in enumerate(conditions):
         label = save_nifti(cond.label[..., None].astype(np.uint8), aff, out_dir / "labels" / f"cond_{i:04d}.nii.gz")
         body = save_nifti(cond.body[..., None].astype(np.uint8), aff, out_dir / "bodies" / f"cond_{i:04d}.nii.gz")
-        entries.append({"label": str(label), "body": str(body), "infected": int(cond.infected), "source": cond.source})
+        entries.append(cond.entry(label, body))
     return entries

@@ -135,17 +135,18 @@ def write_conditions(train: list[dict[str, Any]], count: int, seed: int, out: Pa
     for i, c in enumerate(build_conditions(labels, bodies | (labels > 0), count=count, seed=seed)):
         label = save_nifti(c.label[..., None], affine, out / "labels" / f"cond_{i:04d}.nii.gz", np.uint8)
         body = save_nifti(c.body[..., None].astype(np.uint8), affine, out / "bodies" / f"cond_{i:04d}.nii.gz")
-        entries.append({"label": str(label), "body": str(body), "infected": int(c.infected), "source": c.source})
+        entries.append(c.entry(label, body))
     return write_json(out / "conditions.json", {"conditions": entries})
 
 
 def write_painted(
-    conditions: Path, mirror: Path, slices: list[dict[str, Any]], out: Path, seed: int
+    conditions: Path, mirror: dict[str, Path], slices: list[dict[str, Any]], out: Path, seed: int
 ) -> dict[str, Path]:
     """Arm d: paint the masks of arm b's synthetic set with the k training slices' per-region HU statistics + noise.
 
-    `mirror` is arm b's datalist: every one of its entries (training and validation, lesion-free copies included)
-    is painted from the condition it was sampled for, so both arms see the same masks, splits and step counts.
+    `mirror` holds arm b's datalists ("seg", "cls"): every synthetic image in them (training and validation,
+    lesion-free copies included) is painted once from the condition it was sampled for, and arm d's lists name
+    the painted images in their place, so both arms see the same masks, splits and step counts.
     """
     all_stats = [
         region_stats(_load2d(s["image"]), _load2d(s["label"]), body_mask(_load2d(s["image"]).astype(np.float32)))
@@ -157,26 +158,41 @@ def write_painted(
     )
     items = {item["source"]: item for item in build_condition_items(str(conditions))}
     rng = np.random.default_rng(seed)
-    seg: dict[str, list[dict[str, Any]]] = {"training": [], "validation": [], "test": []}
-    cls: dict[str, list[dict[str, Any]]] = {"training": [], "validation": [], "test": []}
-    synthetic = json.loads(mirror.read_text())
-    for split in ("training", "validation"):
-        for entry in synthetic.get(split, []):
-            if entry["source"].startswith("real "):  # arm b's real slices (mix_real_slices): arm d gets them too
-                seg[split].append(entry)
-                cls[split].append(classifier_entry(entry))
-                continue
+    painted: dict[str, dict[str, Any]] = {}  # arm b's image path -> arm d's segmentation entry
+
+    def painted_entry(entry: dict[str, Any], infected: int) -> dict[str, Any]:
+        if entry["source"].startswith("real "):  # arm b's real slices (mix_real_slices): arm d gets them too
+            label = entry["mask"] if "mask" in entry else entry["label"]
+            return {"image": entry["image"], "label": label, "infected": infected, "source": entry["source"]}
+        if entry["image"] not in painted:
             item = items[entry["source"]]
-            label, i = item["label"], sum(map(len, seg.values()))
+            label, i = item["label"], len(painted)
             body = item["body"] if item["body"] is not None else body_from_lungs(label > 0)
-            painted = paint(label, body, stats, rng)[..., None]
-            image = save_nifti(painted, item["affine"], out / "images" / f"painted_{i:04d}.nii.gz")
-            lab = save_nifti(label[..., None], item["affine"], out / "labels" / f"painted_{i:04d}.nii.gz", np.uint8)
-            seg[split].append(
-                {"image": str(image), "label": str(lab), "infected": int(item["infected"]), "source": entry["source"]}
+            image = save_nifti(
+                paint(label, body, stats, rng)[..., None], item["affine"], out / "images" / f"painted_{i:04d}.nii.gz"
             )
-            cls[split].append(classifier_entry(seg[split][-1]))
-    return {"seg": write_json(out / "datalist.json", seg), "cls": write_json(out / "datalist_cls.json", cls)}
+            lab = save_nifti(label[..., None], item["affine"], out / "labels" / f"painted_{i:04d}.nii.gz", np.uint8)
+            painted[entry["image"]] = {
+                "image": str(image),
+                "label": str(lab),
+                "infected": int(item["infected"]),
+                "source": entry["source"],
+                "lesion_removed": int(entry.get("lesion_removed", 0)),
+            }
+        return painted[entry["image"]]
+
+    lists: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for kind, infected_key in (("cls", "label"), ("seg", "infected")):
+        doc = json.loads(Path(mirror[kind]).read_text())
+        lists[kind] = {split: [] for split in ("training", "validation", "test")}
+        for split in ("training", "validation"):
+            for entry in doc.get(split, []):
+                seg_entry = painted_entry(entry, int(entry[infected_key]))
+                lists[kind][split].append(classifier_entry(seg_entry) if kind == "cls" else seg_entry)
+    return {
+        "seg": write_json(out / "datalist.json", lists["seg"]),
+        "cls": write_json(out / "datalist_cls.json", lists["cls"]),
+    }
 
 
 def real_datalists(train: list[dict[str, Any]], out: Path, repeats: int = 0) -> dict[str, Path]:
@@ -281,11 +297,9 @@ def _run_arms(run: RunFolder, opts: ExperimentOptions, echo: Echo) -> str:
                 models, conditions, root / "b" / "synthetic", root / "b", opts.preset, sizes, seed,
                 extra=opts.overrides_for("cosingan_sample"), threads=opts.threads,
             )  # fmt: skip
-            if opts.real_share > 0:  # arm b = synthetic + the k real slices, as in the pipeline
-                mixed = mix_real_slices(syn / "datalist.json", slices, opts.real_share, root / "b" / "mixed")
-                r.outputs["seg"], r.outputs["cls"] = str(mixed["datalist"]), str(mixed["datalist_cls"])
-            else:
-                r.outputs["seg"], r.outputs["cls"] = str(syn / "datalist.json"), str(syn / "datalist_cls.json")
+            # arm b = synthetic + the k real slices at --real-share (0: none), as in the pipeline
+            mixed = mix_real_slices(syn / "datalist.json", slices, opts.real_share, root / "b" / "mixed")
+            r.outputs["seg"], r.outputs["cls"] = str(mixed["datalist"]), str(mixed["datalist_cls"])
 
         synthesis = f"seed{seed}_b_synthesis"
         b = run_stage(run, synthesis, echo, arm_b, after=("prepare_real",))["outputs"]
@@ -294,7 +308,7 @@ def _run_arms(run: RunFolder, opts: ExperimentOptions, echo: Echo) -> str:
             "a_real_k_strong_aug": {"seg": real_slice_datalist(slices, n_train, root / "a" / "datalist.json")},
             "b_cosingan": {"seg": Path(b["seg"]), "cls": Path(b["cls"])},
             "c_all_real": real_datalists(real["train"], root / "c", n_train),
-            "d_painted_control": write_painted(conditions, Path(b["seg"]), slices, root / "d", seed),
+            "d_painted_control": write_painted(conditions, b, slices, root / "d", seed),
         }
         for arm, datalists in lists.items():
 

@@ -311,18 +311,19 @@ def _run_stages(
         "covid_seg_2d": synthetic / "datalist.json",
         "covid_seg_3d": synthetic / "datalist_3d.json",
     }
-    if opts.real_share > 0:
 
-        def mix_real(result: Any) -> None:
-            mixed = mix_real_slices(synthetic / "datalist.json", slices, opts.real_share, data / "synthetic_mixed")
-            result.outputs.update({name: str(path) for name, path in mixed.items()})
-            training = json.loads(mixed["datalist"].read_text())["training"]
-            result.metrics["real_entries"] = sum(e["source"].startswith("real ") for e in training)
-            result.metrics["training_entries"] = len(training)
+    def mix_real(result: Any) -> None:
+        """The 2D lists of the synthetic arm: the real slices at --real-share (0: none), no lesion-free copies for
+        the segmenter (data.datalists.for_segmenter)."""
+        mixed = mix_real_slices(synthetic / "datalist.json", slices, opts.real_share, data / "synthetic_mixed")
+        result.outputs.update({name: str(path) for name, path in mixed.items()})
+        training = json.loads(mixed["datalist"].read_text())["training"]
+        result.metrics["real_entries"] = sum(e["source"].startswith("real ") for e in training)
+        result.metrics["training_entries"] = len(training)
 
-        mixed = run_stage(run, "mix_real", echo, mix_real)["outputs"]
-        datalists["covid_slice_classifier"] = Path(mixed["datalist_cls"])
-        datalists["covid_seg_2d"] = Path(mixed["datalist"])
+    mixed = run_stage(run, "mix_real", echo, mix_real)["outputs"]
+    datalists["covid_slice_classifier"] = Path(mixed["datalist_cls"])
+    datalists["covid_seg_2d"] = Path(mixed["datalist"])
 
     def train(result: Any, name: str) -> None:
         bundle = train_bundle(
