@@ -214,6 +214,8 @@ def test_mixed_lists_keep_lesion_free_copies_for_the_classifier_only(tmp_path):
     assert len(seg["validation"]) == 1 and seg["validation"][0]["image"].endswith("i20.nii.gz")
     assert len(cls["training"]) == 12 + 4 and sum(e["label"] == 0 for e in cls["training"]) == 6  # 0.25 * 12 / 0.75
     assert len(cls["validation"]) == 2
+    for doc in (seg, cls):  # one key set per list: MONAI's default collate refuses mixed dictionaries
+        assert len({frozenset(e) for e in doc["training"] + doc["validation"]}) == 1
     none = json.loads(mix_real_slices(synthetic, real, 0.0, tmp_path / "none")["datalist"].read_text())
     assert len(none["training"]) == 12 and all(Path(e["image"]).is_absolute() for e in none["training"])
     assert len({e["image"] for e in none["training"]}) == 6

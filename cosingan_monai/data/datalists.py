@@ -132,7 +132,8 @@ def write_datalist(path: str | os.PathLike[str], splits: Mapping[str, list[dict[
 def classifier_entry(entry: Mapping[str, Any]) -> dict[str, Any]:
     """A segmentation datalist entry as a covid_slice_classifier one: image, slice label 0|1 and the label map as
     "mask" (the classifier trains on the infection mask: networks/slice_classifier.py). "source" and
-    "lesion_removed" are kept where present, so a classifier list can be mirrored (the experiment's arm d)."""
+    "lesion_removed" are kept where present, so a classifier list can be mirrored (the experiment's arm d); lists
+    that mix entries give every entry both (MONAI's collate refuses a batch whose dictionaries differ)."""
     out = {"image": entry["image"], "label": int(entry["infected"]), "mask": entry["label"]}
     out.update({k: entry[k] for k in ("source", "lesion_removed") if k in entry})
     return out
@@ -141,10 +142,10 @@ def classifier_entry(entry: Mapping[str, Any]) -> dict[str, Any]:
 def for_segmenter(entries: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     """The entries a segmenter trains on: all but lesion-free copies of infected masks ("lesion_removed").
 
-    Why: a copy of an infected mask with its lesions turned into lung, rendered by the GAN, still shows faint
-    lesion texture where the label now says lung. On the demo, dropping those copies from the 2D segmenter's list
-    raised its held-out infection recall from 0.25 to 0.37 (docs/results.md "Lesion-free copies"). The
-    classifier keeps them: they are its negatives.
+    Why: the sampler adds such a copy for every infected mask, as negatives for the classifier, which puts half
+    the synthetic slices without infection whatever the case's own mix; a 2D segmenter trained on that became
+    conservative (demo: held-out infection recall 0.25, 0.37 without the copies; docs/results.md "Lesion-free
+    copies and the 2D segmenter"). The classifier keeps them.
     """
     return [e for e in entries if not int(e.get("lesion_removed", 0))]
 
@@ -178,6 +179,7 @@ def mix_real_slices(
                 "label": str(e["label"]),
                 "infected": int((lab == INFECTION).any()),
                 "source": f"real {Path(e['image']).name}",
+                "lesion_removed": 0,  # the same keys as the synthetic entries (MONAI's collate needs them)
             }
         )
 
@@ -185,8 +187,8 @@ def mix_real_slices(
         n_real = 0 if not reals or share == 0 else max(len(reals), round(share * len(synthetic) / (1.0 - share)))
         return synthetic + [reals[i % len(reals)] for i in range(n_real)]
 
-    training = [absolute(e) for e in splits.get("training", [])]
-    validation = [absolute(e) for e in splits.get("validation", [])]
+    training = [{"source": "", "lesion_removed": 0, **absolute(e)} for e in splits.get("training", [])]
+    validation = [{"source": "", "lesion_removed": 0, **absolute(e)} for e in splits.get("validation", [])]
     cls_seg = {"training": with_reals(training), "validation": validation, "test": []}
     # the segmenter's list is cycled to the full list's length: the same optimiser steps per epoch as with the
     # copies (with half the steps the demo's 2D arm lost 0.08 Dice: docs/results.md "Lesion-free copies")

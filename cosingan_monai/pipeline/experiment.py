@@ -163,7 +163,13 @@ def write_painted(
     def painted_entry(entry: dict[str, Any], infected: int) -> dict[str, Any]:
         if entry["source"].startswith("real "):  # arm b's real slices (mix_real_slices): arm d gets them too
             label = entry["mask"] if "mask" in entry else entry["label"]
-            return {"image": entry["image"], "label": label, "infected": infected, "source": entry["source"]}
+            return {
+                "image": entry["image"],
+                "label": label,
+                "infected": infected,
+                "source": entry["source"],
+                "lesion_removed": 0,
+            }
         if entry["image"] not in painted:
             item = items[entry["source"]]
             label, i = item["label"], len(painted)
