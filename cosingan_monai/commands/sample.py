@@ -61,6 +61,13 @@ from cosingan_monai.commands.options import (
     help="Each lesion's density is drawn from [-S, S] of the range the GAN trained on (0: the training slice's "
     "density; default: the bundle's 1.0). Models without the lesion density channel ignore it.",
 )
+@click.option(
+    "--model-assignment",
+    type=click.Choice(["fit", "round_robin", "all"]),
+    default=None,
+    help="With several --model: which renders a condition. fit (the bundle's default): the model whose training "
+    "slice fits it best, an equal share each; round_robin: in turn; all: every model (the set grows with them).",
+)
 @seed_option
 @threads_option
 @device_option
@@ -75,6 +82,7 @@ def sample(
     n_volumes: int,
     lesion_free: bool,
     lesion_density_spread: float | None,
+    model_assignment: str | None,
     seed: int,
     threads: int | None,
     device: str | None,
@@ -105,6 +113,8 @@ def sample(
         overrides["samples_per_condition"] = samples_per_condition
     if lesion_density_spread is not None:
         overrides["lesion_density_spread"] = lesion_density_spread
+    if model_assignment is not None:
+        overrides["model_assignment"] = model_assignment
     overrides.update({**device_override(device), **parse_sets(sets)})
     bundles.run_bundle(bundle, "inference", preset, overrides, threads=threads)
     click.echo(f"synthetic data: {out / 'synthetic'}")

@@ -22,9 +22,11 @@ from monai.engines import Evaluator
 
 from cosingan_monai.core.constants import INFECTION
 from cosingan_monai.core.errors import CaseError
+from cosingan_monai.core.files import write_json
 from cosingan_monai.data.conditions import lesion_density_map, remove_lesions
 from cosingan_monai.data.datalists import classifier_entry, split_items, write_datalist
 from cosingan_monai.data.io import NIFTI_SUFFIXES, hu_to_windowed, ras_to_display, save_nifti, save_png, slice_affine
+from cosingan_monai.engines.model_fit import FIT_FEATURES, assign_models, label_features
 from cosingan_monai.networks.pyramid import CoSinGAN
 
 logger = logging.getLogger("cosingan_monai.sample")
@@ -112,13 +114,15 @@ def build_condition_items(
     slices_per_volume: int = 8,
     lesion_free_copies: bool = True,
 ) -> list[dict[str, Any]]:
-    """2D synthesis items {label (x, y), body|None, affine, source, infected}; volumes give their lung slices.
+    """2D synthesis items {label (x, y), body|None, affine, source, infected, lesion_removed, anatomy}; volumes
+    give their lung slices. `anatomy` numbers the condition slices; a lesion-free copy shares its condition's.
 
     With `lesion_free_copies`, every infected condition is followed by a copy with label 3 turned into lung
     (remove_lesions): infection-free negatives for the classifier from the same anatomy. Such copies, and entries
     marked "lesion_removed" upstream, carry lesion_removed=True, which the datalists pass on.
     """
     items: list[dict[str, Any]] = []
+    anatomy = 0  # one id per condition slice, shared by its lesion-free copy (rendered by the same model)
     for entry in _entries(conditions, datalist):
         label, affine = read_label(entry["label"])
         body = None
@@ -142,7 +146,7 @@ def build_condition_items(
         for lab, bod, aff, source in slices:
             infected = bool((lab == INFECTION).any())
             item = {"label": lab, "body": bod, "affine": aff, "source": source, "infected": infected}
-            items.append({**item, "lesion_removed": removed})
+            items.append({**item, "lesion_removed": removed, "anatomy": anatomy})
             if lesion_free_copies and infected:
                 items.append(
                     {
@@ -152,8 +156,10 @@ def build_condition_items(
                         "source": source + " lesion-free",
                         "infected": False,
                         "lesion_removed": True,
+                        "anatomy": anatomy,
                     }
                 )
+            anatomy += 1
     return items
 
 
@@ -188,10 +194,13 @@ def preview(hu: np.ndarray) -> np.ndarray:
 
 
 class SynthesisEvaluator(Evaluator):
-    """Synthesize `samples_per_condition` slices per 2D condition (models used in turn), then `n_volumes` volumes.
+    """Synthesize `samples_per_condition` slices per 2D condition, then `n_volumes` volumes (models in turn).
 
-    Each iteration handles one condition and writes its files; at completion the datalists are written. The
-    synthetic split into training/validation is made per condition and stratified by infection.
+    With several models, `model_assignment` says which render a condition (engines/model_fit.py): "fit" (default)
+    the model whose training slice fits it best, each model an equal share; "round_robin" one in turn; "all"
+    every model (the set grows with k). A condition and its lesion-free copy share a model. Each iteration handles
+    one condition and writes its files; at completion the datalists and records.json (which model rendered each
+    slice) are written. The synthetic split into training/validation is made per condition, stratified by infection.
     """
 
     def __init__(
@@ -210,11 +219,14 @@ class SynthesisEvaluator(Evaluator):
         amp: bool = True,
         val_handlers: Sequence[Any] | None = None,
         lesion_density_spread: float = 0.0,
+        model_assignment: str = "fit",
     ) -> None:
         paths = [models] if isinstance(models, (str, os.PathLike)) else list(models)
         if not paths:
             raise ValueError("no CoSinGAN model given")
         self.models = [CoSinGAN.load(p, device) for p in paths]
+        self.model_paths = paths
+        self.item_models = self._assign(items, model_assignment)
         self.volume_jobs = self._volume_jobs(volume_labels, volume_bodies, n_volumes)
         data = list(items) + [{"volume": j} for j in range(len(self.volume_jobs))]
         if not data:
@@ -237,6 +249,22 @@ class SynthesisEvaluator(Evaluator):
         self._counter = 0
         self.add_event_handler(Events.COMPLETED, lambda engine: self.write_datalists())
 
+    def _assign(self, items: Sequence[dict[str, Any]], how: str) -> list[list[int]]:
+        """The models of each item: one assignment per anatomy (a condition and its lesion-free copy)."""
+        groups: dict[Any, int] = {}
+        firsts: list[dict[str, Any]] = []
+        for i, item in enumerate(items):
+            key = item.get("anatomy", ("item", i))
+            if key not in groups:
+                groups[key] = len(firsts)
+                firsts.append(item)
+        if how == "fit" and len(self.models) > 1:  # the features cost a body mask per condition: only when used
+            feats = [label_features(it["label"], it["body"], _spacing(it["affine"])) for it in firsts]
+        else:
+            feats = [np.zeros(len(FIT_FEATURES)) for _ in firsts]
+        chosen = assign_models(feats, self.models, how)
+        return [chosen[groups[item.get("anatomy", ("item", i))]] for i, item in enumerate(items)]
+
     @staticmethod
     def _volume_jobs(labels: Sequence[str], bodies: Sequence[str], n: int) -> list[tuple[str, str | None, int]]:
         if n > 0 and not labels:
@@ -252,9 +280,10 @@ class SynthesisEvaluator(Evaluator):
         lab, aff = item["label"], item["affine"]
         spacing = _spacing(aff)
         written = []
-        for _ in range(self.samples_per_condition):
+        jobs = [m for m in self.item_models[engine.state.iteration - 1] for _ in range(self.samples_per_condition)]
+        for m in jobs:
             idx = self._counter
-            model = self.models[idx % len(self.models)]
+            model = self.models[m]
             density = self._density(model, lab, (self.seed, idx))
             img = model.sample(
                 lab, n=1, seed=self.seed * 1_000_003 + idx, body=item["body"], spacing=spacing, density=density
@@ -273,7 +302,7 @@ class SynthesisEvaluator(Evaluator):
                 "condition": engine.state.iteration - 1,
                 "infected": infected,
                 "source": item["source"],
-                "model": idx % len(self.models),
+                "model": m,
                 "lesion_removed": int(bool(item.get("lesion_removed", False))),
             }
             self.records.append(rec)
@@ -337,6 +366,9 @@ class SynthesisEvaluator(Evaluator):
                 cls[s].append(classifier_entry(seg[s][-1]))
             write_datalist(self.out / "datalist.json", seg)
             write_datalist(self.out / "datalist_cls.json", cls)
+            write_json(
+                self.out / "records.json", {"models": [str(p) for p in self.model_paths], "slices": self.records}
+            )
         if self.volume_records:
             names = [r["name"] for r in self.volume_records]
             parts = (
