@@ -9,10 +9,13 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from cosingan_monai.core.errors import CaseError
 from cosingan_monai.pipeline.experiment import (
     ExperimentOptions,
+    KResults,
     classifier_skip_reason,
     gap_closure,
+    k_table,
     per_seed_table,
     pick_training_slices,
     real_datalists,
@@ -56,6 +59,18 @@ def test_seeds_pick_distinct_training_slices(tmp_path):
     assert first[0]["image"].endswith("img_2.nii.gz")  # 14 of 28 columns infected: the best mix
     assert second[0]["image"] != first[0]["image"]
     assert len(pick_training_slices(train, k=2, seed=0)) == 2
+
+
+def test_a_seeds_slices_at_k_are_its_slices_at_k_minus_1_plus_one(tmp_path):
+    train = [_write_slice(tmp_path, i, 1 + (7 * i) % 13) for i in range(12)]
+    names = {k: [[e["image"] for e in pick_training_slices(train, k, s)] for s in range(3)] for k in (1, 2, 4)}
+    for s in range(3):
+        assert names[2][s][:1] == names[1][s] and names[4][s][:2] == names[2][s]  # nested: GANs shared across k
+        assert len(set(names[4][s])) == 4
+    assert not set(names[2][0]) & set(names[2][1]) and not set(names[2][1]) & set(names[2][2])  # seeds differ
+    assert [e["slice"] for e in pick_training_slices(train, 4, 0)] == [0, 1, 2, 3]
+    with pytest.raises(CaseError, match="--k 13 needs 13 training slices, the training split has 12"):
+        pick_training_slices(train, 13, 0)
 
 
 def test_painted_arm_mirrors_the_synthetic_set_with_training_statistics(tmp_path):
@@ -141,6 +156,22 @@ def test_classifier_arms_need_both_classes_in_the_test_set():
     assert "Classifier AUC n/a: the test set has 1 slice(s)" in table
 
 
+def test_k_table_gives_each_k_its_arms_gap_closures_and_wall_time():
+    one, two = KResults(1), KResults(2)
+    for kr, b in ((one, [0.4, 0.5]), (two, [0.5, 0.6])):
+        kr.results = {
+            "a_real_k_strong_aug": {"test_dice_infection": [0.2, 0.3]},
+            "b_cosingan": {"test_dice_infection": b},
+            "c_all_real": {"test_dice_infection": [0.6, 0.7]},
+            "d_painted_control": {"test_dice_infection": [0.3, 0.3]},
+        }
+        kr.wall_s = [600.0 * kr.k, 600.0 * kr.k]
+    table = k_table([one, two], ExperimentOptions(dataset=".", out=".", ks=(1, 2), seeds=2))
+    assert "| 1 | 0.250 ± 0.050 | 0.450 ± 0.050 | 0.650 ± 0.050 | 0.300 ± 0.000 | 50% | 12% | 20 min |" in table
+    assert "| 2 | 0.250 ± 0.050 | 0.550 ± 0.050 | 0.650 ± 0.050 | 0.300 ± 0.000 | 75% | 12% | 40 min |" in table
+    assert "mean ± sd over 2 seed(s)" in table
+
+
 def test_per_seed_table_names_the_training_slices():
     rows = [
         {"seed": 0, "slices": ["medseg_0051"], "a_real_k_strong_aug": 0.25, "b_cosingan": 0.375},
@@ -174,7 +205,8 @@ def test_experiment_command_end_to_end_in_the_test_preset(tmp_path):
     for arm in ("a_real_k_strong_aug", "b_cosingan", "c_all_real", "d_painted_control"):
         baked = json.loads((out / "seed_0" / arm / "bundles" / "covid_seg_2d" / "configs" / "train.json").read_text())
         assert baked["max_epochs"] == 2, arm  # --set reached every arm's segmenter
-    gan = json.loads((out / "seed_0" / "b" / "bundles" / "cosingan_train" / "configs" / "train.json").read_text())
+    (gan_dir,) = (out / "seed_0" / "gans").iterdir()  # one GAN per training slice, named after it
+    gan = json.loads((gan_dir / "bundles" / "cosingan_train" / "configs" / "train.json").read_text())
     assert "max_epochs" not in gan
 
     record = json.loads((out / "results.json").read_text())
@@ -205,5 +237,39 @@ def test_experiment_command_end_to_end_in_the_test_preset(tmp_path):
     assert len(set(steps.values())) == 1, steps  # every arm takes the same number of steps per epoch
 
     again = CliRunner().invoke(main, [*args, "--resume"], catch_exceptions=False)
-    assert again.exit_code == 0 and again.output.count("already finished") == 7, again.output
+    # prepare_real, the GAN, the synthesis, four arms and the realism stage
+    assert again.exit_code == 0 and again.output.count("already finished") == 8, again.output
     assert (out / "results.md").read_text(encoding="utf-8") == table
+
+
+def test_experiment_k_table_trains_each_gan_and_the_all_real_arm_once(tmp_path):
+    """`--k 1 --k 2`: one k-table, seed 0's k = 2 slices are its k = 1 slice plus one, and that first GAN and arm c
+    are trained once for both k (the stage lines say so); each k keeps its own arms, table and realism row."""
+    from click.testing import CliRunner
+
+    from cosingan_monai.cli import main
+    from cosingan_monai.phantom.generator import write_phantom_dataset
+
+    write_phantom_dataset(tmp_path / "train", cases=2, seed=10, size=64, slices=10, healthy_fraction=0.0)
+    write_phantom_dataset(tmp_path / "test", cases=1, seed=61, size=64, slices=8, healthy_fraction=0.0)
+    out = tmp_path / "exp"
+    args = ["experiment", "--dataset", str(tmp_path / "train"), "--test", str(tmp_path / "test"), "--k", "1"]
+    args += ["--k", "2", "--preset", "test", "--seeds", "1", "--out", str(out), "--threads", "1"]
+    args += ["--set", "covid_seg_2d:max_epochs=2"]
+    result = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / "results.json").read_text())
+    k1, k2 = record["k"]["1"]["per_seed"][0]["slices"], record["k"]["2"]["per_seed"][0]["slices"]
+    assert len(k2) == 2 and k2[0] == k1[0]
+    assert sorted(p.name for p in (out / "seed_0" / "gans").iterdir()) == sorted(k2)
+    for name in (f"seed0_gan_{k2[0]}", "seed0_c_all_real"):  # trained once, reused by k = 2
+        assert result.output.count(f"[{name}] done") == 1, (name, result.output)
+    for k in ("1", "2"):
+        for arm in ("a_real_k_strong_aug", "b_cosingan", "c_all_real", "d_painted_control"):
+            assert 0.0 <= record["k"][k]["results"][arm]["test_dice_infection"][0] <= 1.0
+        assert record["k"][k]["wall_s"][0] > 0 and (out / "seed_0" / f"k{k}" / "b_cosingan").is_dir()
+    c1, c2 = (record["k"][k]["results"]["c_all_real"]["test_dice_infection"] for k in ("1", "2"))
+    assert c1 == c2
+    table = (out / "results.md").read_text(encoding="utf-8")
+    assert table.startswith("Infection Dice per k") and "\n| 1 | " in table and "\n| 2 | " in table
+    assert "## k = 1" in table and "## k = 2" in table and "k = 2, preset test" in table

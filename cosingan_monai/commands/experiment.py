@@ -24,7 +24,15 @@ EXISTING = click.Path(exists=True, file_okay=False, path_type=Path)
 @click.command("experiment")
 @click.option("--dataset", required=True, type=EXISTING, help="COVID-19-CT-Seg volumes or MedSeg-style PNG slices.")
 @click.option("--test", "test", type=EXISTING, help="A separate labelled test set (else a listed split of --dataset).")
-@click.option("--k", "k", type=int, default=1, show_default=True, help="Real training slices per arm.")
+@click.option(
+    "--k",
+    "ks",
+    type=int,
+    multiple=True,
+    default=(1,),
+    show_default=True,
+    help="Real training slices per arm; repeat it (--k 1 --k 2 --k 4) for a k-table that shares the GANs.",
+)
 @preset_option
 @click.option("--out", required=True, type=click.Path(path_type=Path))
 @click.option("--seeds", type=int, default=3, show_default=True, help="Repeats, each with other training slices.")
@@ -38,7 +46,7 @@ EXISTING = click.Path(exists=True, file_okay=False, path_type=Path)
 def experiment(
     dataset: Path,
     test: Path | None,
-    k: int,
+    ks: tuple[int, ...],
     preset: str,
     out: Path,
     seeds: int,
@@ -57,8 +65,8 @@ def experiment(
 
     command = "cosingan-monai " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     opts = ExperimentOptions(
-        dataset, out, k, preset, seeds, test, resume, force, command, strong_aug, threads, device, parse_sets(sets),
-        real_share,
+        dataset, out, tuple(dict.fromkeys(ks)), preset, seeds, test, resume, force, command, strong_aug, threads,
+        device, parse_sets(sets), real_share,
     )  # fmt: skip
     try:
         click.echo(run_experiment(opts, echo=click.echo))

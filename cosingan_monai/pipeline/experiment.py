@@ -45,6 +45,8 @@ from cosingan_monai.pipeline.stage_lanes import plan_stages
 Echo = Callable[[str], None]
 #: the held-out split used when no --test set is given
 HELD_OUT_SPLIT = {"training": 0.7, "validation": 0.0, "test": 0.3}
+#: seed s takes the slices ranked s, s + SEED_STRIDE, s + 2 * SEED_STRIDE, ... (pick_training_slices)
+SEED_STRIDE = 5
 #: fewest test slices of each class (infected / clean) for which the classifier arms are trained and scored
 MIN_CLASS_SLICES = 5
 ARMS = ("a_real_k_strong_aug", "b_cosingan", "c_all_real", "d_painted_control")
@@ -63,7 +65,8 @@ class ExperimentOptions:
 
     dataset: Path
     out: Path
-    k: int = 1
+    #: the k values to run: real training slices per arm (several give a k-table, sharing GANs and arm c)
+    ks: tuple[int, ...] = (1,)
     preset: str = "demo"
     seeds: int = 3
     test: Path | None = None
@@ -120,10 +123,24 @@ def prepare_real(opts: ExperimentOptions, data: Path) -> dict[str, Any]:
 
 
 def pick_training_slices(train: list[dict[str, Any]], k: int, seed: int) -> list[dict[str, Any]]:
-    """Seed s takes the slices ranked s*k .. s*k+k-1 by the selection score: several distinct training choices."""
+    """Seed s's j-th training slice is the one ranked s + j * SEED_STRIDE by the selection score.
+
+    So seeds 0..SEED_STRIDE-1 use distinct slices, and a seed's k slices are its k - 1 slices plus one more: the
+    k-table compares nested sets (adding a slice), and its GANs are trained once for every k. At k = 1 seed s takes
+    the slice ranked s, as before the k-table.
+    """
     ranked = sorted(train, key=lambda e: slice_score(_load2d(e["label"])), reverse=True)
-    start = (seed * k) % max(1, len(ranked) - k + 1)
-    return [dict(e, slice=i) for i, e in enumerate(ranked[start : start + k])]
+    if k > len(ranked):
+        raise CaseError(
+            Path(train[0]["image"]).parent, f"--k {k} needs {k} training slices, the training split has {len(ranked)}"
+        )
+    picks: list[int] = []
+    for j in range(k):
+        i = (seed + j * SEED_STRIDE) % len(ranked)
+        while i in picks:
+            i = (i + 1) % len(ranked)
+        picks.append(i)
+    return [dict(ranked[i], slice=j) for j, i in enumerate(picks)]
 
 
 def write_conditions(train: list[dict[str, Any]], count: int, seed: int, out: Path) -> Path:
@@ -248,7 +265,9 @@ def check_experiment(opts: ExperimentOptions) -> dict[str, Any]:
 
     --seeds is not fingerprinted: seeds are independent stages, so a resumed experiment may add seeds.
     """
-    for name, value in (("--k", opts.k), ("--seeds", opts.seeds)):
+    if not opts.ks:
+        raise CaseError(opts.dataset, "--k needs at least one value")
+    for name, value in (*(("--k", k) for k in opts.ks), ("--seeds", opts.seeds)):
         if value < 1:
             raise CaseError(opts.dataset, f"{name} must be at least 1, got {value}")
     check_out(opts.out)
@@ -256,7 +275,7 @@ def check_experiment(opts: ExperimentOptions) -> dict[str, Any]:
     if opts.test is not None:
         check_source(opts.test)
     options = {
-        "--k": opts.k,
+        "--k": list(opts.ks),
         "--preset": opts.preset,
         "--strong-aug": opts.strong_aug,
         "--real-share": opts.real_share,
@@ -278,104 +297,199 @@ def run_experiment(opts: ExperimentOptions, echo: Echo = print) -> str:
 
 
 def _run_arms(run: RunFolder, opts: ExperimentOptions, echo: Echo) -> str:
-    """Every arm for every seed in a locked run folder (see run_experiment)."""
+    """Every arm for every k and seed in a locked run folder (see run_experiment).
+
+    The seed's conditions, its GANs (one per training slice, `seed<S>_gan_<slice>`) and arm c are shared by every k:
+    seed S's slices at k = 2 are its slices at k = 1 plus one more (pick_training_slices), so a k-table costs the
+    GANs of the largest k only.
+    """
     sizes = PIPELINE_PRESETS[opts.preset]
     data = run.root / "data"
     real = run_stage(run, "prepare_real", echo, lambda r: r.outputs.update(prepare_real(opts, data)))["outputs"]
     write_json(run.root / "split.json", {"train": [e["image"] for e in real["train"]], "test": real["test_seg"]})
-    results: dict[str, dict[str, list[float]]] = {arm: {} for arm in ARMS}
-    per_seed: list[dict[str, Any]] = []
     real_train = write_json(data / "real_train.json", {"training": real["train"]})  # the realism reference
-    realism: dict[int, dict[str, dict[str, float | None]]] = {}
     skip_cls = classifier_skip_reason(json.loads(Path(real["test_cls"]).read_text()))
     if skip_cls:
         echo(f"classifier: {skip_cls}")
+    sweep = {k: KResults(k) for k in opts.ks}
     for seed in range(opts.seeds):
         root = run.root / f"seed_{seed}"
-        slices = pick_training_slices(real["train"], opts.k, seed)
-        per_seed.append({"seed": seed, "slices": [Path(e["image"]).name.split(".")[0] for e in slices]})
         conditions = write_conditions(real["train"], sizes["conditions"], seed, root / "conditions")
-
-        def arm_b(r: Any, root: Path = root, slices: list = slices, conditions: Path = conditions, seed: int = seed):
-            gan = opts.overrides_for("cosingan_train")
-            models = train_gans(slices, root / "b", opts.preset, seed, overrides=gan, threads=opts.threads)
-            syn = synthesize(
-                models, conditions, root / "b" / "synthetic", root / "b", opts.preset, sizes, seed,
-                extra=opts.overrides_for("cosingan_sample"), threads=opts.threads,
-            )  # fmt: skip
-            # arm b = synthetic + the k real slices at --real-share (0: none), as in the pipeline
-            mixed = mix_real_slices(syn / "datalist.json", slices, opts.real_share, root / "b" / "mixed")
-            r.outputs["seg"], r.outputs["cls"] = str(mixed["datalist"]), str(mixed["datalist_cls"])
-
-        synthesis = f"seed{seed}_b_synthesis"
-        b = run_stage(run, synthesis, echo, arm_b, after=("prepare_real",))["outputs"]
-        n_train = len(json.loads(Path(b["seg"]).read_text())["training"])
-        lists = {
-            "a_real_k_strong_aug": {"seg": real_slice_datalist(slices, n_train, root / "a" / "datalist.json")},
-            "b_cosingan": {"seg": Path(b["seg"]), "cls": Path(b["cls"])},
-            "c_all_real": real_datalists(real["train"], root / "c", n_train),
-            "d_painted_control": write_painted(conditions, b, slices, root / "d", seed),
+        for k in opts.ks:
+            _run_k_seed(run, opts, echo, sweep[k], real, real_train, skip_cls, seed, conditions)
+    tables = [
+        results_table(kr.results, opts, skip_cls, k=kr.k)
+        + "\n\n"
+        + per_seed_table(kr.per_seed)
+        + "\n\n"
+        + realism_table(kr.realism)
+        for kr in sweep.values()
+    ]
+    if len(opts.ks) > 1:
+        tables = [k_table(list(sweep.values()), opts)] + [
+            f"## k = {kr.k}\n\n{t}" for kr, t in zip(sweep.values(), tables, strict=True)
+        ]
+    table = "\n\n".join(tables)
+    record: dict[str, Any] = {"options": {k: str(v) for k, v in vars(opts).items()}}
+    if len(opts.ks) == 1:
+        (only,) = sweep.values()
+        record.update(results=only.results, per_seed=only.per_seed, realism=only.realism, wall_s=only.wall_s)
+    else:
+        record["k"] = {
+            str(kr.k): {"results": kr.results, "per_seed": kr.per_seed, "realism": kr.realism, "wall_s": kr.wall_s}
+            for kr in sweep.values()
         }
-        for arm, datalists in lists.items():
-
-            def train_eval(r: Any, arm: str = arm, datalists: dict = datalists, root: Path = root, seed: int = seed):
-                extra = {"strong_aug": opts.strong_aug or arm.startswith("a_"), "seed": seed}
-                seg = train_bundle(
-                    "covid_seg_2d",
-                    datalists["seg"],
-                    root / arm,
-                    opts.preset,
-                    threads=opts.threads,
-                    **{**extra, **pipeline_epochs("covid_seg_2d", opts.preset), **opts.overrides_for("covid_seg_2d")},
-                )
-                seg_eval = root / arm / "eval_seg"
-                r.metrics.update(evaluate_bundle(seg, real["test_seg"], seg_eval, opts.preset, opts.threads))
-                if "cls" in datalists and not skip_cls:
-                    name = "covid_slice_classifier"
-                    cls = train_bundle(
-                        name,
-                        datalists["cls"],
-                        root / arm,
-                        opts.preset,
-                        threads=opts.threads,
-                        **{**extra, **pipeline_epochs(name, opts.preset), **opts.overrides_for(name)},
-                    )
-                    cls_eval = root / arm / "eval_cls"
-                    auc = evaluate_bundle(cls, real["test_cls"], cls_eval, opts.preset, opts.threads).get("test_auc")
-                    r.metrics["cls_auc"] = auc
-
-            # arms depend only on the real split and their seed's synthesis, so --resume redoes no other seed
-            metrics = run_stage(run, f"seed{seed}_{arm}", echo, train_eval, after=("prepare_real", synthesis))[
-                "metrics"
-            ]
-            for key, value in metrics.items():
-                if isinstance(value, (int, float)) and np.isfinite(value):
-                    results[arm].setdefault(key, []).append(float(value))
-            per_seed[-1][arm] = metrics.get("test_dice_infection")
-        arm_sets = {"b_cosingan": lists["b_cosingan"]["seg"], "d_painted_control": lists["d_painted_control"]["seg"]}
-        realism[seed] = seed_realism(run, root, real_train, arm_sets, seed, echo)
-    table = results_table(results, opts, skip_cls) + "\n\n" + per_seed_table(per_seed)
-    table += "\n\n" + realism_table(realism)
-    write_json(
-        run.root / "results.json",
-        {
-            "options": {k: str(v) for k, v in vars(opts).items()},
-            "results": results,
-            "per_seed": per_seed,
-            "realism": realism,
-        },
-    )
+    write_json(run.root / "results.json", record)
     with atomic_write_path(run.root / "results.md") as tmp:
         tmp.write_text(table + "\n", encoding="utf-8")
     return table
 
 
+@dataclass
+class KResults:
+    """What one k of the experiment measured: metric lists per arm (one value a seed), per-seed rows, realism per
+    seed, and the wall seconds of every stage it used per seed (shared GANs and arm c counted at every k)."""
+
+    k: int
+    results: dict[str, dict[str, list[float]]] = field(default_factory=lambda: {arm: {} for arm in ARMS})
+    per_seed: list[dict[str, Any]] = field(default_factory=list)
+    realism: dict[int, dict[str, dict[str, float | None]]] = field(default_factory=dict)
+    wall_s: list[float] = field(default_factory=list)
+
+
+def _run_k_seed(
+    run: RunFolder,
+    opts: ExperimentOptions,
+    echo: Echo,
+    kr: KResults,
+    real: dict[str, Any],
+    real_train: Path,
+    skip_cls: str | None,
+    seed: int,
+    conditions: Path,
+) -> None:
+    """Arms a-d and the realism stage of one k and one seed; appends to `kr`.
+
+    With one k, stages are named seed<S>_<arm> and live in seed_<S>/; with several, k<K>_seed<S>_<arm> in
+    seed_<S>/k<K>/. GANs (seed<S>_gan_<slice>, seed_<S>/gans/) and arm c (seed<S>_c_all_real) are shared.
+    """
+    sizes = PIPELINE_PRESETS[opts.preset]
+    seed_root = run.root / f"seed_{seed}"
+    multi = len(opts.ks) > 1
+    root = seed_root / f"k{kr.k}" if multi else seed_root
+    tag = f"k{kr.k}_seed{seed}" if multi else f"seed{seed}"
+    slices = pick_training_slices(real["train"], kr.k, seed)
+    kr.per_seed.append({"seed": seed, "slices": [slice_name(e) for e in slices]})
+    walls: list[float] = []
+
+    gan_stages, models = [], []
+    for entry in slices:
+        name = f"seed{seed}_gan_{slice_name(entry)}"
+
+        def gan(r: Any, entry: dict = entry) -> None:
+            over, folder = opts.overrides_for("cosingan_train"), seed_root / "gans" / slice_name(entry)
+            (model,) = train_gans([entry], folder, opts.preset, seed, overrides=over, threads=opts.threads)
+            r.outputs["model"] = model
+
+        done = run_stage(run, name, echo, gan, after=("prepare_real",))
+        gan_stages.append(name)
+        models.append(done["outputs"]["model"])
+        walls.append(float(done["wall_s"]))
+
+    def arm_b(r: Any) -> None:
+        syn = synthesize(
+            models, conditions, root / "b" / "synthetic", root / "b", opts.preset, sizes, seed,
+            extra=opts.overrides_for("cosingan_sample"), threads=opts.threads,
+        )  # fmt: skip
+        # arm b = synthetic + the k real slices at --real-share (0: none), as in the pipeline
+        mixed = mix_real_slices(syn / "datalist.json", slices, opts.real_share, root / "b" / "mixed")
+        r.outputs["seg"], r.outputs["cls"] = str(mixed["datalist"]), str(mixed["datalist_cls"])
+
+    synthesis = f"{tag}_b_synthesis"
+    done = run_stage(run, synthesis, echo, arm_b, after=("prepare_real", *gan_stages))
+    b, _ = done["outputs"], walls.append(float(done["wall_s"]))
+    n_train = len(json.loads(Path(b["seg"]).read_text())["training"])
+    lists: dict[str, dict[str, Path]] = {
+        "a_real_k_strong_aug": {"seg": real_slice_datalist(slices, n_train, root / "a" / "datalist.json")},
+        "b_cosingan": {"seg": Path(b["seg"]), "cls": Path(b["cls"])},
+        "d_painted_control": write_painted(conditions, b, slices, root / "d", seed),
+    }
+    # arm c does not depend on k; it is shared while it takes the same number of steps as this k's arms
+    shared_c = run.manifest(f"seed{seed}_c_all_real")
+    c_root, c_tag = seed_root, f"seed{seed}"
+    if shared_c is not None and shared_c["outputs"].get("n_train") not in (None, n_train):
+        c_root, c_tag = root, tag
+    lists["c_all_real"] = real_datalists(real["train"], c_root / "c", n_train)
+    arm_stage = {arm: f"{tag}_{arm}" for arm in ARMS}
+    arm_stage["c_all_real"] = f"{c_tag}_c_all_real"
+    for arm in ARMS:
+        datalists, arm_root = lists[arm], (c_root if arm == "c_all_real" else root)
+
+        def train_eval(r: Any, arm: str = arm, datalists: dict = datalists, arm_root: Path = arm_root) -> None:
+            extra = {"strong_aug": opts.strong_aug or arm.startswith("a_"), "seed": seed}
+            seg = train_bundle(
+                "covid_seg_2d",
+                datalists["seg"],
+                arm_root / arm,
+                opts.preset,
+                threads=opts.threads,
+                **{**extra, **pipeline_epochs("covid_seg_2d", opts.preset), **opts.overrides_for("covid_seg_2d")},
+            )
+            r.outputs["n_train"] = n_train
+            r.metrics.update(
+                evaluate_bundle(seg, real["test_seg"], arm_root / arm / "eval_seg", opts.preset, opts.threads)
+            )
+            if "cls" in datalists and not skip_cls:
+                name = "covid_slice_classifier"
+                cls = train_bundle(
+                    name,
+                    datalists["cls"],
+                    arm_root / arm,
+                    opts.preset,
+                    threads=opts.threads,
+                    **{**extra, **pipeline_epochs(name, opts.preset), **opts.overrides_for(name)},
+                )
+                cls_eval = arm_root / arm / "eval_cls"
+                r.metrics["cls_auc"] = evaluate_bundle(cls, real["test_cls"], cls_eval, opts.preset, opts.threads).get(
+                    "test_auc"
+                )
+
+        # arms depend only on the real split and their seed's synthesis, so --resume redoes no other seed
+        after = ("prepare_real",) if arm == "c_all_real" else ("prepare_real", synthesis)
+        done = run_stage(run, arm_stage[arm], echo, train_eval, after=after)
+        walls.append(float(done["wall_s"]))
+        for key, value in done["metrics"].items():
+            if isinstance(value, (int, float)) and np.isfinite(value):
+                kr.results[arm].setdefault(key, []).append(float(value))
+        kr.per_seed[-1][arm] = done["metrics"].get("test_dice_infection")
+    arm_sets = {"b_cosingan": lists["b_cosingan"]["seg"], "d_painted_control": lists["d_painted_control"]["seg"]}
+    arm_c = c_root / "c_all_real" / "bundles" / "covid_seg_2d"
+    after = ("prepare_real", synthesis, arm_stage["c_all_real"])
+    done = seed_realism(run, root, real_train, arm_sets, seed, echo, arm_c, f"{tag}_realism", after)
+    kr.realism[seed] = done["metrics"]
+    walls.append(float(done["wall_s"]))
+    kr.wall_s.append(sum(walls))
+
+
+def slice_name(entry: dict[str, Any]) -> str:
+    """A training slice's name: its image file name without the extension (e.g. medseg_0051)."""
+    return Path(entry["image"]).name.split(".")[0]
+
+
 def seed_realism(
-    run: RunFolder, root: Path, real_train: Path, arm_sets: dict[str, Path], seed: int, echo: Echo
-) -> dict[str, dict[str, float | None]]:
-    """Stage seed<S>_realism: each arm's synthetic set against the real training split (metrics/realism.py), with
-    arm c's segmenter (trained on all real slices) as the real-trained segmenter; ROOT/realism/<arm>/realism.*."""
-    arm_c = root / "c_all_real" / "bundles" / "covid_seg_2d"
+    run: RunFolder,
+    root: Path,
+    real_train: Path,
+    arm_sets: dict[str, Path],
+    seed: int,
+    echo: Echo,
+    arm_c: Path,
+    name: str,
+    after: tuple[str, ...],
+) -> dict[str, Any]:
+    """Stage `name`: each arm's synthetic set against the real training split (metrics/realism.py), with arm c's
+    segmenter `arm_c` (trained on all real slices) as the real-trained segmenter; ROOT/realism/<arm>/realism.*.
+    Returns the stage's manifest (its metrics: the key figures per arm)."""
 
     def body(r: Any) -> None:
         if not (arm_c / "models" / "model.ts").is_file():
@@ -384,8 +498,7 @@ def seed_realism(
             report, _ = run_realism(real_train, datalist, root / "realism" / arm, segmenter=arm_c, seed=seed)
             r.metrics[arm] = key_figures(report)
 
-    after = ("prepare_real", f"seed{seed}_b_synthesis", f"seed{seed}_c_all_real")
-    return run_stage(run, f"seed{seed}_realism", echo, body, after=after)["metrics"]
+    return run_stage(run, name, echo, body, after=after)
 
 
 def realism_table(realism: dict[int, dict[str, dict[str, float | None]]]) -> str:
@@ -427,9 +540,12 @@ def _cell(values: list[float] | None) -> str:
 
 
 def results_table(
-    results: dict[str, dict[str, list[float]]], opts: ExperimentOptions, cls_note: str | None = None
+    results: dict[str, dict[str, list[float]]],
+    opts: ExperimentOptions,
+    cls_note: str | None = None,
+    k: int | None = None,
 ) -> str:
-    """The Markdown results table (mean ± sd over seeds) with the gap-closure line."""
+    """The Markdown results table of one k (mean ± sd over seeds) with the gap-closure line."""
     head = [title for title, _ in SEG_COLUMNS] + ["classifier AUC"]
     lines = ["| arm | " + " | ".join(head) + " |", "|---|" + "---|" * len(head)]
     for arm in ARMS:
@@ -444,8 +560,29 @@ def results_table(
     if cls_note:
         lines.append(f"\nClassifier AUC n/a: {cls_note}.")
     aug = "strong augmentation in every arm" if opts.strong_aug else "strong augmentation in arm a only"
-    lines.append(f"\n{opts.seeds} seed(s), k = {opts.k}, preset {opts.preset}, {aug}")
+    lines.append(f"\n{opts.seeds} seed(s), k = {opts.ks[0] if k is None else k}, preset {opts.preset}, {aug}")
     return "\n".join(lines)
+
+
+def k_table(sweep: list[KResults], opts: ExperimentOptions) -> str:
+    """Markdown: infection Dice of every arm per k (mean ± sd over seeds), the gap closures and the wall time per k
+    (every stage a k uses, its GANs included, summed over seeds)."""
+    key = "test_dice_infection"
+    lines = [
+        "| k | " + " | ".join(ARMS) + " | gap closure b | gap closure d | wall time |",
+        "|---|" + "---|" * (len(ARMS) + 3),
+    ]
+    for kr in sweep:
+        cells = [_cell(kr.results[arm].get(key)) for arm in ARMS]
+        gaps = [_percent(gap_closure(kr.results, key)), _percent(gap_closure(kr.results, key, "d_painted_control"))]
+        wall = f"{sum(kr.wall_s) / 60:.0f} min"
+        lines.append(f"| {kr.k} | " + " | ".join(cells + gaps) + f" | {wall} |")
+    aug = "strong augmentation in every arm" if opts.strong_aug else "strong augmentation in arm a only"
+    head = (
+        f"Infection Dice per k (mean ± sd over {opts.seeds} seed(s); seed s's k slices are its k - 1 slices plus "
+        f"one; preset {opts.preset}, {aug}; wall time: every stage of that k, shared GANs and arm c included):"
+    )
+    return head + "\n\n" + "\n".join(lines)
 
 
 def per_seed_table(per_seed: list[dict[str, Any]]) -> str:

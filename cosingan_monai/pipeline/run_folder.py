@@ -262,11 +262,14 @@ def run_stage(
     """Run `body(result)` as stage `name` unless it finished before; return the stage's manifest.
 
     A finished stage is trusted only while the stages it depends on were trusted too: once one of them runs again,
-    its outputs are new, so this stage runs again as well. `after` names those stages; None means every stage
+    its outputs are new, so this stage runs again as well. A stage that already ran in this invocation is never run
+    twice (the experiment's GANs and all-real arm serve every k). `after` names those stages; None means every stage
     before it (the pipeline's linear chain).
     """
     done = run.manifest(name)
     stale = bool(run.ran & set(after)) if after is not None else bool(run.rerun_from)
+    if done is not None and name in run.ran:  # a stage shared by several parts of one invocation runs once
+        return done
     if done is not None and not stale:
         echo(f"[{name}] already finished ({done['wall_s']} s{summary_metric(done.get('metrics') or {})}), skipped")
         return done
