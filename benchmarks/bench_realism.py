@@ -36,9 +36,10 @@ sys.path.insert(0, str(REPO))
 
 from cosingan_monai.core.files import atomic_write_path  # noqa: E402
 from cosingan_monai.data.cases import label_map  # noqa: E402
+from cosingan_monai.data.conditions import lesion_density_map  # noqa: E402
 from cosingan_monai.data.io import find_label, load_case  # noqa: E402
 from cosingan_monai.data.lungmask import body_mask  # noqa: E402
-from cosingan_monai.data.transforms import hu_to_unit, label_to_condition  # noqa: E402
+from cosingan_monai.data.transforms import hu_to_unit, label_to_condition, with_lesion_density  # noqa: E402
 from cosingan_monai.engines.handlers import render_grid  # noqa: E402
 from cosingan_monai.engines.realism_log import flat_numbers  # noqa: E402
 from cosingan_monai.engines.synthesis import label_on_grid  # noqa: E402
@@ -121,7 +122,10 @@ def train(item: dict, cfg: CoSinGANConfig, out: Path, reference: list[tuple[np.n
 
     preset = json.loads((TRAIN_BUNDLE / "configs" / "presets" / "demo.json").read_text())
     writer = SummaryWriter(str(out / "tensorboard"))
-    pair = (hu_to_unit(item["hu"]), label_to_condition(item["label"], item["body"]))
+    cond = label_to_condition(item["label"], item["body"])
+    if cfg.lesion_density_channel:  # the training slice's lesions are density 0, as the bundle trains
+        cond = with_lesion_density(cond)
+    pair = (hu_to_unit(item["hu"]), cond)
     trainer = MultiScaleTrainer(
         pair=pair, config=cfg, output_dir=out, summary_writer=writer, resume=False, progress=False,
         checkpoint_every=preset["checkpoint_every"], image_every=preset["image_every"],
@@ -167,15 +171,33 @@ def reconstruction_numbers(model: CoSinGAN, item: dict, samples_hu: np.ndarray) 
 
 
 @torch.no_grad()
-def synthesize(model: CoSinGAN, items: list[dict], train_item: dict, div_samples: int, seed: int) -> tuple:
-    """(synthetic (HU, label) pairs, groups, training-mask samples): one per other mask, div_samples for the own."""
+def synthesize(
+    model: CoSinGAN, items: list[dict], train_item: dict, div_samples: int, seed: int, spread: float = 1.0
+) -> tuple:
+    """(synthetic (HU, label) pairs, groups, training-mask samples): one per other mask, div_samples for the own.
+
+    A model with the lesion density channel gets one density per lesion drawn as cosingan_sample draws it
+    (`lesion_density_map`, spread `spread`); other models ignore it.
+    """
+
+    def draw(label: np.ndarray, body: np.ndarray, sample_seed: int) -> np.ndarray:
+        density = None
+        if model.config.lesion_density_channel:
+            density = lesion_density_map(label, spread, np.random.default_rng(sample_seed))
+        return model.to_hu(model.sample(label, n=1, seed=sample_seed, body=body, density=density))[0, 0].numpy()
+
     syn, groups = [], []
     for i, it in enumerate(items):
-        hu = model.to_hu(model.sample(it["label"], n=1, seed=seed * 1_000_003 + i, body=it["body"]))[0, 0].numpy()
+        hu = draw(it["label"], it["body"], seed * 1_000_003 + i)
         groups.append([len(syn)])
         syn.append((hu, label_on_grid(it["label"], model.sizes[-1])))
-    own = model.sample(train_item["label"], n=div_samples, seed=seed * 1_000_003 + 999, body=train_item["body"])
-    own_hu = model.to_hu(own)[:, 0].numpy()
+    if model.config.lesion_density_channel:  # a density draw per sample
+        own_hu = np.stack(
+            [draw(train_item["label"], train_item["body"], seed * 1_000_003 + 999 + j) for j in range(div_samples)]
+        )
+    else:  # one batch, as the earlier results were measured
+        own = model.sample(train_item["label"], n=div_samples, seed=seed * 1_000_003 + 999, body=train_item["body"])
+        own_hu = model.to_hu(own)[:, 0].numpy()
     own_lab = label_on_grid(train_item["label"], model.sizes[-1])
     groups.append(list(range(len(syn), len(syn) + div_samples)))
     syn += [(h, own_lab) for h in own_hu]

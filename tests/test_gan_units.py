@@ -376,3 +376,38 @@ def test_lesion_density_condition_from_label_maps_and_three_channel_conditions()
         assert torch.equal(net(four[:, :3], noise), net(four, noise))
     with pytest.raises(ValueError, match="density map shape \\(30, 30\\) does not match the label volume"):
         model.sample_volume(np.repeat(lab[..., None], 3, 2), density=dmap)
+
+
+def test_noise_weight_is_one_in_the_lungs_and_the_set_weights_in_body_and_air():
+    from cosingan_monai.networks.generator import noise_weight
+
+    cond = torch.zeros(1, 3, 20, 20)
+    cond[0, 2, 2:18, 2:18] = 1  # body
+    cond[0, 0, 8:12, 5:9] = 1  # lung (inside the body)
+    w = noise_weight(cond, body_weight=0.5, air_weight=0.1, has_body=True)[0, 0]
+    assert w[10, 6].item() == pytest.approx(1.0) and w[10, 9].item() == pytest.approx(1.0)  # lung, 1 px dilated
+    assert w[15, 15].item() == pytest.approx(0.5) and w[0, 0].item() == pytest.approx(0.1)
+    assert noise_weight(cond, 0.5, 0.1, has_body=False)[0, 0, 0, 0].item() == pytest.approx(0.5)  # body everywhere
+    cond[0, 2] = 0.5  # soft (area-resized) conditions interpolate
+    assert noise_weight(cond, 0.5, 0.1, True)[0, 0, 0, 0].item() == pytest.approx(0.3)
+
+
+def test_finer_scales_weigh_their_noise_and_old_model_files_keep_one_amplitude(tmp_path):
+    model = _tiny_model()
+    assert model.generators[0].noise_weights is None  # the coarsest scale lays out the slice: uniform noise
+    assert all(g.noise_weights == (0.5, 0.1) for g in model.generators[1:])
+    g, cond = model.generators[1], torch.zeros(1, 3, 16, 16)
+    cond[:, 2, 4:12, 4:12] = 1
+    up, noise = torch.zeros(1, 1, 16, 16), torch.ones(1, 1, 16, 16)
+    seen = {}
+    g.stage1.register_forward_hook(lambda mod, args, out: seen.update(x=args[0][:, :1].clone()))
+    g.forward_stage1(up, cond, noise)
+    assert seen["x"][0, 0, 0, 0].item() == pytest.approx(0.1) and seen["x"][0, 0, 8, 8].item() == pytest.approx(0.5)
+    payload = model.payload()
+    for key in ("noise_body_weight", "noise_air_weight"):
+        del payload["config"][key]  # a model file written before the fields existed
+    old = CoSinGAN.from_payload(payload)
+    assert all(g.noise_weights is None for g in old.generators)
+    assert (old.config.noise_body_weight, old.config.noise_air_weight) == (1.0, 1.0)
+    with pytest.raises(ValueError, match="noise region weights must be >= 0"):
+        CoSinGANConfig(noise_air_weight=-0.1)

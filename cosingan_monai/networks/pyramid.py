@@ -22,6 +22,8 @@ from cosingan_monai.networks.config import CoSinGANConfig
 from cosingan_monai.networks.generator import ScaleGenerator
 
 FORMAT = "cosingan-monai/model-v1"
+#: config fields added after model files were first written, at the values that reproduce those files' behaviour
+LEGACY_FIELDS: dict[str, Any] = {"noise_body_weight": 1.0, "noise_air_weight": 1.0}
 
 
 class CheckpointError(ValueError):
@@ -147,8 +149,19 @@ class CoSinGAN(nn.Module):
         if n >= self.num_scales:
             raise RuntimeError(f"all {self.num_scales} scales already exist")
         c = self.config
+        # the coarsest scale's noise lays out the whole slice and stays uniform; finer scales' noise is texture
+        weights = (c.noise_body_weight, c.noise_air_weight) if n > 0 else None
+        if weights == (1.0, 1.0):
+            weights = None
         g = ScaleGenerator(
-            c.cond_channels, c.channels_at(n), c.gen_layers, c.kernel_size, c.batch_norm, c.stage2_focus_floor
+            c.cond_channels,
+            c.channels_at(n),
+            c.gen_layers,
+            c.kernel_size,
+            c.batch_norm,
+            c.stage2_focus_floor,
+            noise_weights=weights,
+            has_body=c.use_body,
         ).to(self.device)
         if c.warm_start and n > 0 and c.channels_at(n - 1) == c.channels_at(n):
             g.load_state_dict(self.generators[n - 1].state_dict())
@@ -392,7 +405,7 @@ class CoSinGAN(nn.Module):
         if payload.get("format") != FORMAT:
             raise CheckpointError(source, f"not a CoSinGAN model (format {payload.get('format')!r}, want {FORMAT!r})")
         try:
-            config = CoSinGANConfig.from_dict(payload["config"])
+            config = CoSinGANConfig.from_dict({**LEGACY_FIELDS, **payload["config"]})
             model = cls(config, payload["sizes"])
             for _ in range(len(payload["noise_amps"])):
                 model.new_scale()

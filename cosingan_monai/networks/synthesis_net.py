@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from cosingan_monai.networks.generator import ScaleGenerator, lung_focus
+from cosingan_monai.networks.generator import ScaleGenerator, lung_focus, noise_weight
 from cosingan_monai.networks.pyramid import CoSinGAN
 
 
@@ -24,9 +24,15 @@ class ScaleStages(nn.Module):
         self.stage1 = scale.stage1
         self.stage2 = scale.stage2
         self.focus_floor = float(scale.focus_floor)
+        self.weighted = scale.noise_weights is not None
+        self.body_weight, self.air_weight = scale.noise_weights if scale.noise_weights is not None else (1.0, 1.0)
+        self.has_body = bool(scale.has_body)
 
     def forward(self, up: torch.Tensor, cond: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor, stage2: bool):
         """Stage 1 on the upsampled previous output plus scaled noise z1; then stage 2 with z2 when it is on."""
+        if self.weighted:
+            w = noise_weight(cond, self.body_weight, self.air_weight, self.has_body)
+            z1, z2 = z1 * w, z2 * w
         x = up + torch.tanh(self.stage1(torch.cat([up + z1, cond], 1)))
         if stage2:
             x = x + lung_focus(cond, self.focus_floor) * torch.tanh(self.stage2(torch.cat([x, cond, z2], 1)))
