@@ -327,6 +327,16 @@ def test_cli_end_to_end_writes_json_and_markdown(tmp_path):
     again, _ = run_realism(dl, syn, size=64)
     assert again.summary_score == pytest.approx(doc["summary_score"])
 
+    # a training list repeats files to fill its steps: each file is one slice, not a group of identical samples
+    listed = json.loads((syn / "datalist.json").read_text())["training"]
+    cycled = tmp_path / "cycled.json"
+    write_json(
+        cycled, {"training": [dict(e, image=str(syn / e["image"]), label=str(syn / e["label"])) for e in listed * 3]}
+    )
+    repeated, _ = run_realism(real, cycled, size=64)
+    assert repeated.n_synthetic == 4 and repeated.diversity.count_synthetic == 2
+    assert repeated.diversity.ratio == pytest.approx(doc["diversity"]["ratio"])
+
 
 def test_cli_bad_inputs_name_the_file(tmp_path):
     real = write_set(tmp_path / "real", [textured_slice(i, 64) for i in range(2)], ["r0", "r1"])

@@ -71,16 +71,23 @@ def folder_pairs(folder: Path) -> list[tuple[Path, Path]]:
 
 
 def datalist_entries(path: Path) -> list[dict[str, Any]]:
-    """Every entry (all splits) of a MONAI datalist JSON with image and label resolved against its folder."""
+    """Every entry (all splits) of a MONAI datalist JSON with image and label resolved against its folder, each
+    image once."""
     doc = read_json(path)
     lists = [v for v in doc.values() if isinstance(v, list)] if isinstance(doc, dict) else [doc]
     entries: list[dict[str, Any]] = []
+    seen: set[str] = set()
     for items in lists:
         for i, item in enumerate(items):
             if not isinstance(item, dict) or not item.get("image") or not item.get("label"):
                 raise CaseError(path, f"entry {i} {str(item)[:80]!r} lacks an image or a label")
             resolved = {k: (path.parent / v if k in ("image", "label") else v) for k, v in item.items()}
-            entries.append(resolved)
+            # a training list repeats files to fill its steps (real share, cycled segmenter lists): one slice each,
+            # else the copies would score as samples of one mask that do not differ (diversity 0)
+            key = os.path.abspath(resolved["image"])
+            if key not in seen:
+                seen.add(key)
+                entries.append(resolved)
     if not entries:
         raise CaseError(path, "no datalist entries (want {'training': [{'image': ..., 'label': ...}], ...})")
     return entries
