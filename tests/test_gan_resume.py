@@ -105,3 +105,15 @@ def test_crop_training_with_lazy_penalty_and_frozen_stage1(tmp_path, pair):
     stats = json.loads((tmp_path / "train_stats.json").read_text())["scales"]
     assert all(np.isfinite(s["last"]["loss_g"]) and np.isfinite(s["last"]["loss_d"]) for s in stats)
     assert model.sizes[-1][0] > cfg.crop_size
+
+
+def test_lesion_contrast_floor_trains_and_reports_its_gap(tmp_path, pair):
+    """With lesion_contrast_weight > 0 the loop trains and every scale reports the floor's gap (a finite hinge)."""
+    cfg = CoSinGANConfig(
+        max_size=24, min_size=12, base_channels=8, iters_per_scale=ITERS, aug_bank_size=4, lesion_contrast_weight=10.0
+    )
+    model = _trainer(tmp_path, pair, config=cfg).run()
+    assert model.config.lesion_contrast_weight == 10.0 and model.num_trained == model.num_scales
+    stats = json.loads((tmp_path / "train_stats.json").read_text())["scales"]
+    gaps = [s["last"]["contrast_gap"] for s in stats]
+    assert len(gaps) == model.num_scales and all(np.isfinite(g) and g >= 0 for g in gaps)

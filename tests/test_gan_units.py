@@ -411,3 +411,22 @@ def test_finer_scales_weigh_their_noise_and_old_model_files_keep_one_amplitude(t
     assert (old.config.noise_body_weight, old.config.noise_air_weight) == (1.0, 1.0)
     with pytest.raises(ValueError, match="noise region weights must be >= 0"):
         CoSinGANConfig(noise_air_weight=-0.1)
+
+
+def test_lesion_contrast_floor_pays_only_for_lesions_fainter_than_the_fraction():
+    from cosingan_monai.engines.losses import lesion_contrast_floor
+
+    cond = torch.zeros(1, 3, 20, 20)
+    cond[:, 0, 4:16, 4:16] = 1  # lung
+    cond[:, 1, 6:10, 6:10] = 1  # lesion, 16 px inside it
+    cond[:, 2] = 1
+    real = torch.full((1, 1, 20, 20), -0.5)
+    real[:, :, 6:10, 6:10] = -0.1  # contrast 0.4 (300 HU)
+    assert lesion_contrast_floor(real, real, cond, fraction=0.75).item() == 0.0
+    faint = real.clone()
+    faint[:, :, 6:10, 6:10] = -0.4  # contrast 0.1: 0.75 x 0.4 - 0.1 = 0.2 short
+    assert lesion_contrast_floor(faint, real, cond, fraction=0.75).item() == pytest.approx(0.2, abs=1e-6)
+    dense = real.clone()
+    dense[:, :, 6:10, 6:10] = 0.5  # denser than real: no cost (one-sided)
+    assert lesion_contrast_floor(dense, real, cond, fraction=0.75).item() == 0.0
+    assert lesion_contrast_floor(faint, real, cond, fraction=0.75, min_px=17.0).item() == 0.0  # lesion too small

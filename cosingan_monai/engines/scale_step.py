@@ -21,6 +21,7 @@ from cosingan_monai.engines.losses import (
     critic_loss,
     generator_adv_loss,
     gradient_penalty,
+    lesion_contrast_floor,
     region_level_guard,
 )
 from cosingan_monai.networks.critic import PatchCritic
@@ -310,11 +311,16 @@ class ScaleStep:
                 r = g.forward_stage2(r, rec_cond, torch.zeros_like(r))
                 rec = rec + self.rec_loss(r[..., rel[0], rel[1]], rec_real)
             guard = real.new_zeros(()) if c.level_guard_weight <= 0 else self._level_guard(x1, x2, up, ref, cond, rel)
-        loss_g = adv + self.rec_alpha * rec + c.level_guard_weight * guard
+            floor = real.new_zeros(())
+            if c.lesion_contrast_weight > 0:  # on the scale's output: stage 2 once joined, else stage 1
+                floor = lesion_contrast_floor(x2 if stage2 else x1, ref, cond, c.lesion_contrast_fraction)
+        loss_g = adv + self.rec_alpha * rec + c.level_guard_weight * guard + c.lesion_contrast_weight * floor
         self._step(loss_g, self.optimizer_g)
         if self.scaler is not None:
             self.scaler.update()
         out.update(loss_g=loss_g.detach(), adv_g=adv.detach(), rec=rec.detach(), level_gap=guard.detach())
+        if c.lesion_contrast_weight > 0:
+            out["contrast_gap"] = floor.detach()
         keys = list(out)
         values = torch.stack([out[k].float() for k in keys]).tolist()  # one device sync per iteration
         result = dict(zip(keys, values, strict=True))
