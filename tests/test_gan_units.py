@@ -404,11 +404,13 @@ def test_finer_scales_weigh_their_noise_and_old_model_files_keep_one_amplitude(t
     g.forward_stage1(up, cond, noise)
     assert seen["x"][0, 0, 0, 0].item() == pytest.approx(0.1) and seen["x"][0, 0, 8, 8].item() == pytest.approx(0.5)
     payload = model.payload()
-    for key in ("noise_body_weight", "noise_air_weight"):
+    assert payload["config"]["lesion_contrast_weight"] == 10.0  # the floor is on by default since 0.4.0
+    for key in ("noise_body_weight", "noise_air_weight", "lesion_contrast_weight"):
         del payload["config"][key]  # a model file written before the fields existed
     old = CoSinGAN.from_payload(payload)
     assert all(g.noise_weights is None for g in old.generators)
     assert (old.config.noise_body_weight, old.config.noise_air_weight) == (1.0, 1.0)
+    assert old.config.lesion_contrast_weight == 0.0  # ... and a file from before the floor trained without it
     with pytest.raises(ValueError, match="noise region weights must be >= 0"):
         CoSinGANConfig(noise_air_weight=-0.1)
 

@@ -23,7 +23,7 @@ from cosingan_monai.networks.generator import ScaleGenerator
 
 FORMAT = "cosingan-monai/model-v1"
 #: config fields added after model files were first written, at the values that reproduce those files' behaviour
-LEGACY_FIELDS: dict[str, Any] = {"noise_body_weight": 1.0, "noise_air_weight": 1.0}
+LEGACY_FIELDS: dict[str, Any] = {"noise_body_weight": 1.0, "noise_air_weight": 1.0, "lesion_contrast_weight": 0.0}
 
 
 class CheckpointError(ValueError):
