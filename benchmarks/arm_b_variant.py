@@ -124,6 +124,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", type=Path, default=None, help="JSON (default benchmarks/results/arm_b/<tag>.json)")
     args = ap.parse_args()
+    args.experiment = args.experiment.resolve()  # the bundles run in their own folders: relative paths would break
     sets = parse_sets(args.set)
     work = args.experiment / "variants" / args.tag
     rows = [run_seed(args.experiment, args.k, s, sets, work, args) for s in args.seeds]
