@@ -73,3 +73,40 @@ def test_mask_training_separates_slices_with_and_without_a_bright_blob():
 def test_every_preset_builds_the_same_kind_of_network(preset):
     network = _parsed(preset).get_parsed_content("network")
     assert type(network[0]).__name__ == "UNet" and network[0].out_channels == 3
+
+
+SEG_CONFIGS = CONFIGS.parents[1] / "covid_seg_2d" / "configs"
+
+
+def _segmenter(preset: str) -> torch.nn.Module:
+    """covid_seg_2d's U-Net as its train config and preset build it, freshly initialised."""
+    parser = ConfigParser()
+    parser.read_config(str(SEG_CONFIGS / "train.json"))
+    parser.update(ConfigParser.load_config_file(str(SEG_CONFIGS / "presets" / f"{preset}.json")))
+    parser["device"] = "$torch.device('cpu')"
+    return parser.get_parsed_content("network_def")
+
+
+@pytest.mark.parametrize("preset", ["test", "demo", "full"])
+def test_pretrained_map_loads_the_2d_segmenter_of_the_same_preset(preset, tmp_path):
+    """The pipeline starts the classifier from its 2D segmenter: in every preset the weights load strictly, and the
+    classifier's map is then the segmenter's output."""
+    torch.manual_seed(1)
+    segmenter = _segmenter(preset).eval()
+    torch.save(segmenter.state_dict(), tmp_path / "model.pt")
+    parser = _parsed(preset)
+    parser["pretrained_map"] = str(tmp_path / "model.pt")
+    parser.get_parsed_content("initialize")  # what `monai.bundle run` does before `run`
+    network = parser.get_parsed_content("network").eval()
+    x = torch.randn(2, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(network[0](x), segmenter(x))
+
+
+def test_pretrained_map_of_another_width_fails_naming_the_mismatch(tmp_path):
+    torch.save(_segmenter("test").state_dict(), tmp_path / "model.pt")  # 8-128 channels
+    parser = _parsed("demo")  # 16-256 channels
+    parser["pretrained_map"] = str(tmp_path / "model.pt")
+    with pytest.raises(RuntimeError, match="load_state_dict") as caught:
+        parser.get_parsed_content("initialize")
+    assert "size mismatch" in str(caught.value.__cause__)  # torch's message, chained in the bundle's traceback

@@ -20,6 +20,7 @@ from PIL import Image
 from cosingan_monai.cli import main
 from cosingan_monai.phantom.generator import write_phantom_dataset
 from cosingan_monai.pipeline import bundle_runner as bundles
+from cosingan_monai.pipeline.downstream import CLASSIFIER_EPOCHS
 from cosingan_monai.pipeline.pipeline import PIPELINE_EPOCHS, validation
 
 DOWNSTREAM = ("covid_slice_classifier", "covid_seg_2d", "covid_seg_3d")
@@ -86,8 +87,9 @@ def test_report_shows_every_bundle_and_the_predictions(finished_run):
 
     panels = bundle_panels(read_scalars(out / "tensorboard"))
     assert set(panels) == {p.name for p in (out / "tensorboard").iterdir()}
-    for name in DOWNSTREAM:
+    for name in ("covid_seg_2d", "covid_seg_3d"):
         assert {"train_loss", "learning_rate", "validation"} <= set(panels[name]), name
+    assert "validation" in panels["covid_slice_classifier"]  # it adopts the 2D segmenter: validated, not trained
     assert "ckpt_export" not in output and "exported to file" not in output
     for log in (out / "bundles").glob("*/logs/*.log"):
         text = log.read_text(encoding="utf-8", errors="replace")
@@ -130,9 +132,9 @@ def test_every_stage_line_names_its_key_metric(finished_run):
 
 
 def test_tensorboard_has_metrics_learning_rate_and_hparams_of_every_bundle(finished_run):
-    """Each downstream bundle's folder holds train loss, learning rate, val_* and the evaluation's test_* scalars,
-    and an hparams session (learning rate, batch size, epochs, seed; best key metric); the GAN's its per-scale
-    learning rates, final losses and config."""
+    """Each downstream segmenter's folder holds train loss, learning rate, val_* and the evaluation's test_* scalars
+    (the classifier, which adopts the 2D segmenter, val_* and test_*), and an hparams session (learning rate, batch
+    size, epochs, seed; best key metric); the GAN's its per-scale learning rates, final losses and config."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from tensorboard.plugins.hparams import plugin_data_pb2
 
@@ -150,7 +152,9 @@ def test_tensorboard_has_metrics_learning_rate_and_hparams_of_every_bundle(finis
             assert {"lr_g", "iters_per_scale", "max_size", "seed"} <= set(info.hparams)
             continue
         key = keys[name]
-        assert {"train_loss", "learning_rate", f"val_{key}", f"test_{key}", f"hparam/best_val_{key}"} <= scalars, name
+        # the classifier adopts the 2D segmenter (0 epochs): validated and tested, but no training curves of its own
+        trained = set() if name == "covid_slice_classifier" else {"train_loss", "learning_rate"}
+        assert trained | {f"val_{key}", f"test_{key}", f"hparam/best_val_{key}"} <= scalars, name
         assert {"learning_rate", "batch_size", "max_epochs", "seed"} <= set(info.hparams), name
         assert [e.value for e in acc.Scalars(f"test_{key}")] == pytest.approx(
             [json.loads((out / "metrics.json").read_text())["evaluation"][name][f"test_{key}"]]
@@ -387,8 +391,24 @@ def test_pipeline_schedule_validates_the_last_epoch(preset, name):
         **bundles.preset_overrides(source, "train", preset),
     }
     epochs = PIPELINE_EPOCHS.get(preset, {}).get(name, values["max_epochs"])
+    if name == "covid_slice_classifier":
+        epochs = CLASSIFIER_EPOCHS  # started from the 2D segmenter; 0 = adopt it and validate once
     interval = validation(preset).get("val_interval", values["val_interval"])
     assert epochs % interval == 0, f"{name} ({preset}): {epochs} epochs, validated every {interval}"
+
+
+def test_classifier_adopts_the_2d_segmenter_trained_on_the_same_set(finished_run):
+    """The classifier's map U-Net holds the 2D segmenter's trained weights (CLASSIFIER_EPOCHS = 0), and it was
+    validated once, which saved it and logged its synthetic-validation AUC."""
+    out, output = finished_run
+    seg = torch.load(out / "bundles" / "covid_seg_2d" / "models" / "model.pt", weights_only=True)
+    cls = torch.load(out / "bundles" / "covid_slice_classifier" / "models" / "model.pt", weights_only=True)
+    assert set(cls) == {f"0.{k}" for k in seg}
+    assert all(torch.equal(cls[f"0.{k}"], v) for k, v in seg.items())
+    args = json.loads((out / "bundles" / "covid_slice_classifier" / "logs" / "train_args.json").read_text())
+    assert args["max_epochs"] == 0 and args["pretrained_map"].endswith("covid_seg_2d/models/model.pt")
+    assert output.index("[train_covid_slice_classifier] started") > output.index("[train_covid_seg_2d] done")
+    assert "best_val_auc" in output.split("[train_covid_slice_classifier] done")[1].splitlines()[0]
 
 
 def test_resume_redoes_only_the_killed_parallel_stage(finished_run, cases, tmp_path):

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from cosingan_monai.pipeline.stage_lanes import plan_stages, run_in_lanes
+from cosingan_monai.pipeline.stage_lanes import chain_after, plan_stages, run_in_lanes
 
 
 def test_two_lanes_run_jobs_at_the_same_time():
@@ -57,3 +57,21 @@ def test_cores_are_shared_between_lanes(monkeypatch):
     plan = plan_stages()
     assert (plan.lanes, plan.threads) == (2, 4)
     assert os.environ["OMP_NUM_THREADS"] == "8" and os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+
+
+def test_chain_after_runs_the_dependent_job_right_after_its_input_in_one_lane():
+    """The classifier starts from the 2D segmenter's weights: it runs after it, in its lane, never beside it."""
+    events: list[str] = []
+
+    def job(name: str) -> str:
+        events.append(f"{name} start")
+        threading.Event().wait(0.05)
+        events.append(f"{name} end")
+        return name
+
+    jobs = {"3d": lambda: job("3d"), "2d": lambda: job("2d"), "cls": lambda: job("cls")}
+    chained = chain_after(jobs, "cls", "2d")
+    assert list(chained) == ["3d", "2d"]
+    assert run_in_lanes(chained, lanes=2) == {"3d": "3d", "2d": "2d"}
+    assert events.index("cls start") > events.index("2d end")
+    assert chain_after({"2d": jobs["2d"]}, "cls", "2d").keys() == {"2d"}  # nothing to chain: unchanged

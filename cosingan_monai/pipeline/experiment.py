@@ -29,7 +29,7 @@ from cosingan_monai.data.lungmask import body_from_lungs, body_mask
 from cosingan_monai.engines.synthesis import build_condition_items
 from cosingan_monai.metrics.realism_io import key_figures, key_figures_markdown, run_realism
 from cosingan_monai.pipeline import bundle_runner as bundles
-from cosingan_monai.pipeline.downstream import evaluate_bundle, train_bundle
+from cosingan_monai.pipeline.downstream import classifier_start, evaluate_bundle, train_bundle
 from cosingan_monai.pipeline.painted_control import RegionStats, paint, region_stats
 from cosingan_monai.pipeline.pipeline import (
     PIPELINE_PRESETS,
@@ -441,13 +441,14 @@ def _run_k_seed(
             )
             if "cls" in datalists and not skip_cls:
                 name = "covid_slice_classifier"
+                start = classifier_start(seg)  # the arm's own 2D segmenter, read out per slice
                 cls = train_bundle(
                     name,
                     datalists["cls"],
                     arm_root / arm,
                     opts.preset,
                     threads=opts.threads,
-                    **{**extra, **pipeline_epochs(name, opts.preset), **opts.overrides_for(name)},
+                    **{**extra, **pipeline_epochs(name, opts.preset), **start, **opts.overrides_for(name)},
                 )
                 cls_eval = arm_root / arm / "eval_cls"
                 r.metrics["cls_auc"] = evaluate_bundle(cls, real["test_cls"], cls_eval, opts.preset, opts.threads).get(

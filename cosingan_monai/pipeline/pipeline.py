@@ -28,11 +28,11 @@ from cosingan_monai.pipeline.case_prep import (
     write_conditions,
     write_training_slices,
 )
-from cosingan_monai.pipeline.downstream import evaluate_bundle, hparam_metrics, train_bundle
+from cosingan_monai.pipeline.downstream import classifier_start, evaluate_bundle, hparam_metrics, train_bundle
 from cosingan_monai.pipeline.heldout import heldout_markdown, heldout_summary
 from cosingan_monai.pipeline.report import environment, metrics_markdown, write_report
 from cosingan_monai.pipeline.run_folder import RunFolder, check_out, input_fingerprints, run_stage
-from cosingan_monai.pipeline.stage_lanes import IN_PROCESS_LOCK, StagePlan, plan_stages, run_in_lanes
+from cosingan_monai.pipeline.stage_lanes import IN_PROCESS_LOCK, StagePlan, chain_after, plan_stages, run_in_lanes
 
 Echo = Callable[[str], None]
 
@@ -46,7 +46,7 @@ DOWNSTREAM = ("covid_slice_classifier", "covid_seg_2d", "covid_seg_3d")
 #: Epochs of the downstream bundles inside a pipeline run, where the preset's own count would not fit the budget.
 #: Presets not listed use the bundle preset's max_epochs. Why these numbers: docs/results.md "Demo schedule".
 PIPELINE_EPOCHS: dict[str, dict[str, int]] = {
-    "demo": {"covid_slice_classifier": 30, "covid_seg_2d": 30, "covid_seg_3d": 60},
+    "demo": {"covid_seg_2d": 30, "covid_seg_3d": 40},
 }
 #: Validation interval (epochs) of the downstream bundles inside a pipeline run; presets not listed use the bundle
 #: preset's own (docs/results.md "Demo schedule").
@@ -326,6 +326,7 @@ def _run_stages(
     datalists["covid_seg_2d"] = Path(mixed["datalist"])
 
     def train(result: Any, name: str) -> None:
+        start = classifier_start(run.root / "bundles" / "covid_seg_2d") if name == "covid_slice_classifier" else {}
         bundle = train_bundle(
             name,
             datalists[name],
@@ -334,7 +335,7 @@ def _run_stages(
             threads=plan.threads,
             strong_aug=opts.strong_aug,
             seed=opts.seed,
-            **{**schedule(name, opts.preset), **opts.overrides_for(name)},
+            **{**schedule(name, opts.preset), **start, **opts.overrides_for(name)},
         )
         result.outputs["model"] = str(bundle / "models" / "model.pt")
         result.metrics.update(hparam_metrics(run.root / "tensorboard" / bundle.name))  # best_val_<key metric>
@@ -360,19 +361,24 @@ def _run_stages(
         with IN_PROCESS_LOCK:  # TorchScript too: the realism stage runs it as the real-trained segmenter
             result.outputs["torchscript"] = str(bundles.export_torchscript(bundle))
 
-    # independent of each other: side by side on a CPU, longest first (stage_lanes.py)
+    # side by side on a CPU, longest first (stage_lanes.py); the classifier starts from the 2D segmenter's weights,
+    # so it runs after it in the same lane
     trainings: dict[str, Callable[[Any], None]] = {
-        "covid_seg_3d": partial(train, name="covid_seg_3d"),  # the longest (demo: 300 s of the 2 lanes' ~420 s)
+        "covid_seg_3d": partial(train, name="covid_seg_3d"),  # the longest lane
         "covid_seg_2d": partial(train, name="covid_seg_2d"),
-        "covid_seg_2d_baseline": baseline,
         "covid_slice_classifier": partial(train, name="covid_slice_classifier"),
+        "covid_seg_2d_baseline": baseline,
     }
     if opts.eval_dir is None:
         trainings.pop("covid_seg_2d_baseline")  # the baseline exists to be compared on evaluation cases
     for name in skips:
         trainings.pop(name)
-    jobs = {name: partial(run_stage, run, f"train_{name}", echo, body, ("sample",)) for name, body in trainings.items()}
-    run_in_lanes(jobs, plan.lanes)
+    after = {name: ("sample",) for name in trainings}
+    after["covid_slice_classifier"] = ("sample", "train_covid_seg_2d")
+    stages = {
+        name: partial(run_stage, run, f"train_{name}", echo, body, after[name]) for name, body in trainings.items()
+    }
+    run_in_lanes(chain_after(stages, "covid_slice_classifier", "covid_seg_2d"), plan.lanes)
     realism = synthetic_realism(run, synthetic, "covid_seg_2d_baseline" in trainings, echo)
 
     metrics: dict[str, Any] = {"preset": opts.preset, "case": str(opts.case), "timings_s": {}}

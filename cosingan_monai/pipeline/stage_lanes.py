@@ -68,3 +68,18 @@ def run_in_lanes(jobs: Mapping[str, Callable[[], T]], lanes: int) -> dict[str, T
         if error is not None:
             raise error
     return {name: future.result() for name, future in futures.items()}
+
+
+def chain_after(jobs: Mapping[str, Callable[[], T]], later: str, first: str) -> dict[str, Callable[[], T]]:
+    """The jobs with `later` run right after `first` in `first`'s lane (it needs `first`'s output); `first`'s
+    result is kept under its name. Unchanged when either is absent."""
+    if later not in jobs or first not in jobs:
+        return dict(jobs)
+    before, after = jobs[first], jobs[later]
+
+    def both() -> T:
+        result = before()
+        after()
+        return result
+
+    return {name: both if name == first else job for name, job in jobs.items() if name != later}
