@@ -316,3 +316,17 @@ def test_logs_hold_no_progress_bar_and_one_loss_line_per_epoch(name):
 
     assert [it for it in range(1, 13) if event_filter(_Engine(), it)] == [4, 8, 12]
     assert any(h.get("tag_name") == "learning_rate" for h in handlers)
+
+
+@pytest.mark.parametrize("preset", ["demo", "full"])
+def test_gan_progress_bar_only_on_a_terminal(preset, monkeypatch):
+    """cosingan_train's per-scale bar follows the console, like the downstream bundles' ProgressBar: under the
+    pipeline (stdout a file) it is off, so logs/train.log holds no bar updates; the test preset turns it off always."""
+    import io
+    import sys
+
+    monkeypatch.setattr(sys, "stdout", io.StringIO())  # not a tty, as under the pipeline's subprocess
+    assert _parser("cosingan_train", ("train",), preset).get_parsed_content("progress") is False
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    assert _parser("cosingan_train", ("train",), preset).get_parsed_content("progress") is True
+    assert _parser("cosingan_train", ("train",), "test").get_parsed_content("progress") is False
