@@ -354,6 +354,30 @@ def test_residual_level_guard_holds_each_stage_to_its_own_input():
     )
 
 
+def test_lesion_contrast_floor_can_leave_out_the_finest_scales():
+    """`lesion_contrast_finest_off` k: the floor weighs on every scale's generator but the finest k (0 = all)."""
+    from cosingan_monai.engines.scale_step import ScaleStep, build_critics
+
+    cond = _two_lung_condition(20)[0]
+    weights = {}
+    for off in (0, 1):
+        cfg = CoSinGANConfig(
+            max_size=20, min_size=10, scale_factor=0.75, base_channels=4, lesion_contrast_finest_off=off
+        )
+        model = CoSinGAN.for_training_pair(torch.zeros(20, 20), cond, cfg)
+        while len(model.generators) < model.num_scales:
+            model.generators.append(model.new_scale())
+        for n in range(model.num_scales):
+            opt = torch.optim.Adam(model.generators[n].parameters())
+            step = ScaleStep(model, n, build_critics(model, n), opt, opt, iterations=4, amp=False)
+            weights[off, n] = step.floor_weight
+    last = model.num_scales - 1
+    assert last >= 1 and all(weights[0, n] == 10.0 for n in range(last + 1))
+    assert weights[1, last] == 0.0 and all(weights[1, n] == 10.0 for n in range(last))
+    with pytest.raises(ValueError, match="lesion contrast"):
+        CoSinGANConfig(lesion_contrast_finest_off=-1)
+
+
 def test_lesion_density_condition_from_label_maps_and_three_channel_conditions():
     """A density model builds channel 3 from a label map and a density (scalar or map); a 3-channel condition, as
     the generator bundle's verify_net_in_out passes, means the training slice's own density (d = 0)."""

@@ -134,6 +134,9 @@ class ScaleStep:
         self.channels_last = bool(c.channels_last)
         self.rec_loss = MixedReconstructionLoss(c.rec_ssim_weight, c.ssim_win)
         self.rec_alpha = c.rec_alpha_at(self.scale, model.num_scales)
+        #: the lesion contrast floor's weight at this scale (0 at the finest `lesion_contrast_finest_off` scales)
+        fine = self.scale >= model.num_scales - c.lesion_contrast_finest_off
+        self.floor_weight = 0.0 if fine else c.lesion_contrast_weight
         self.join_iteration = math.floor(c.stage2_start * iterations + 0.5) if c.stage2_start < 1.0 else None
         self._gp_count = 0
         self._rec1: torch.Tensor | None = None
@@ -312,14 +315,14 @@ class ScaleStep:
                 rec = rec + self.rec_loss(r[..., rel[0], rel[1]], rec_real)
             guard = real.new_zeros(()) if c.level_guard_weight <= 0 else self._level_guard(x1, x2, up, ref, cond, rel)
             floor = real.new_zeros(())
-            if c.lesion_contrast_weight > 0:  # on the scale's output: stage 2 once joined, else stage 1
+            if self.floor_weight > 0:  # on the scale's output: stage 2 once joined, else stage 1
                 floor = lesion_contrast_floor(x2 if stage2 else x1, ref, cond, c.lesion_contrast_fraction)
-        loss_g = adv + self.rec_alpha * rec + c.level_guard_weight * guard + c.lesion_contrast_weight * floor
+        loss_g = adv + self.rec_alpha * rec + c.level_guard_weight * guard + self.floor_weight * floor
         self._step(loss_g, self.optimizer_g)
         if self.scaler is not None:
             self.scaler.update()
         out.update(loss_g=loss_g.detach(), adv_g=adv.detach(), rec=rec.detach(), level_gap=guard.detach())
-        if c.lesion_contrast_weight > 0:
+        if self.floor_weight > 0:
             out["contrast_gap"] = floor.detach()
         keys = list(out)
         values = torch.stack([out[k].float() for k in keys]).tolist()  # one device sync per iteration

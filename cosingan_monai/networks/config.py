@@ -68,7 +68,8 @@ class CoSinGANConfig:
     noise_body_weight: float = 0.5  # finer scales' noise weight in the body outside the lungs (lungs: 1) ...
     noise_air_weight: float = 0.1  # ... and outside the body (1, 1 = one amplitude everywhere, model files before)
     lesion_contrast_weight: float = 10.0  # weight of the random path's lesion contrast floor (0: off, old files) ...
-    lesion_contrast_fraction: float = 0.75  # ... lesions keep >= this fraction of the real lesion-lung contrast
+    lesion_contrast_fraction: float = 0.75  # ... lesions keep >= this fraction of the real lesion-lung contrast ...
+    lesion_contrast_finest_off: int = 0  # ... at every scale but the finest this many (they train without it)
     level_guard_weight: float = 10.0  # weight of the random-path region-level hinge (0 = off; docs/design.md) ...
     level_guard_ref: str = "residual"  # ... each stage against its own input ("residual") or the real slice ("real")
     level_guard_tol: float = 0.1  # ... free band around the real slice's region means, network units (75 HU) ...
@@ -124,7 +125,12 @@ class CoSinGANConfig:
                 "lesion_density_channel needs jitter_lesion_shift > 0 (the densities it learns)",
             ),
             (min(self.noise_body_weight, self.noise_air_weight) >= 0, "noise region weights must be >= 0"),
-            (self.lesion_contrast_weight >= 0 and self.lesion_contrast_fraction >= 0, "lesion contrast: >= 0"),
+            (
+                self.lesion_contrast_weight >= 0
+                and self.lesion_contrast_fraction >= 0
+                and self.lesion_contrast_finest_off >= 0,
+                "lesion contrast: >= 0",
+            ),
             (min(self.level_guard_weight, self.level_guard_tol, self.level_guard_min_area) >= 0, "level guard: >= 0"),
             (0.0 <= self.stage2_start <= 1.0, "stage2_start must be in [0, 1]"),
             (self.d_steps >= 1 and self.gp_every >= 1 and self.batch_size >= 1, "step counts must be >= 1"),
