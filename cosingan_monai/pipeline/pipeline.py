@@ -37,10 +37,11 @@ from cosingan_monai.pipeline.stage_lanes import IN_PROCESS_LOCK, StagePlan, chai
 Echo = Callable[[str], None]
 
 #: Pipeline sizes per preset (every figure a config value). Bundle-internal sizes live in the bundles' presets.
+#: Each synthetic volume renders the case's whole label volume with its own noise.
 PIPELINE_PRESETS: dict[str, dict[str, int]] = {
-    "test": {"conditions": 12, "samples_per_condition": 1, "volumes": 2, "volume_slices": 8},
-    "demo": {"conditions": 64, "samples_per_condition": 1, "volumes": 4, "volume_slices": 16},
-    "full": {"conditions": 1000, "samples_per_condition": 2, "volumes": 8, "volume_slices": 0},
+    "test": {"conditions": 12, "samples_per_condition": 1, "volumes": 2},
+    "demo": {"conditions": 64, "samples_per_condition": 1, "volumes": 4},
+    "full": {"conditions": 1000, "samples_per_condition": 2, "volumes": 8},
 }
 DOWNSTREAM = ("covid_slice_classifier", "covid_seg_2d", "covid_seg_3d")
 #: Epochs of the downstream bundles inside a pipeline run, where the preset's own count would not fit the budget.
