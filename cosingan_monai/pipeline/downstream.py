@@ -48,8 +48,8 @@ def train_bundle(
 
 #: Epochs the pipeline and the experiment train the slice classifier after starting it from the 2D segmenter trained
 #: on the same synthetic set: 0 adopts that map network as it is (bundle covid_slice_classifier, `pretrained_map`).
-#: Measured on the demo (docs/results.md "Classifier from the segmenter"): held-out AUC 0.643 trained alone for 30
-#: epochs, 0.765 adopted, 0.718 after 5 more epochs on the classifier's list. `--set
+#: Measured on the demo, seeds 0-2 (docs/results.md "Demo recipe, 2026-12-07"): held-out AUC 0.651 +- 0.032 trained
+#: alone for 30 epochs, 0.756 +- 0.007 adopted, 0.746 +- 0.021 after 5 more epochs on the classifier's list. `--set
 #: covid_slice_classifier:max_epochs=N` fine-tunes instead.
 CLASSIFIER_EPOCHS = 0
 
