@@ -67,6 +67,18 @@ def test_pipeline_and_experiment_default_to_the_same_augmentation_and_real_share
         assert (o.strong_aug, o.real_share) == (True, _params("pipeline")["--real-share"].default)
 
 
+
+def test_pipeline_volume_warp_defaults_to_the_case_anatomy_and_is_bounded():
+    from click.testing import CliRunner
+
+    from cosingan_monai.cli import main
+    from cosingan_monai.pipeline.pipeline import PipelineOptions
+
+    assert _params("pipeline")["--volume-warp"].default == PipelineOptions(case=Path(".")).volume_warp == 0.0
+    result = CliRunner().invoke(main, ["pipeline", "--case", ".", "--out", "x", "--volume-warp", "3"])
+    assert result.exit_code == 2 and "--volume-warp" in result.output and "0<=x<=2" in result.output
+
+
 def test_pipeline_set_reaches_every_bundle_or_one():
     opts = PipelineOptions(case=Path("c.nii.gz"), preset="test", device="cpu")
     opts.sets = {"max_epochs": 3, "covid_seg_3d:image_size": 32}

@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cosingan_monai.data.conditions import build_conditions, lung_bearing_slices, relabel_sides, remove_lesions
+from cosingan_monai.data.conditions import (
+    build_conditions,
+    build_volume_anatomies,
+    lung_bearing_slices,
+    relabel_sides,
+    remove_lesions,
+)
 
 
 def _label_volume(nz: int = 6) -> np.ndarray:
@@ -80,3 +86,56 @@ def test_lesion_density_map_draws_one_density_per_lesion():
     assert lesion_density_map(lab, 0.0, np.random.default_rng(1)) is None
     with pytest.raises(ValueError, match="spread must be in \\[0, 1\\]; got 1.5"):
         lesion_density_map(lab, 1.5, np.random.default_rng(1))
+
+
+def _lung_volume(nz: int = 5) -> np.ndarray:
+    """The same two lungs with a lesion on every slice (z-constant): one warp per volume keeps it z-constant."""
+    lab = _label_volume(3)[..., 1]
+    return np.repeat(lab[..., None], nz, axis=2)
+
+
+def test_relabel_sides_works_on_a_volume():
+    flipped = _lung_volume()[::-1].copy()
+    fixed = relabel_sides(flipped)
+    assert np.nonzero(fixed == 1)[0].mean() < np.nonzero(fixed == 2)[0].mean()
+    assert ((fixed == 3) == (flipped == 3)).all() and ((fixed > 0) == (flipped > 0)).all()
+
+
+def test_volume_anatomies_case_first_then_one_warp_per_volume():
+    lab = _lung_volume()
+    body = np.zeros(lab.shape, bool)
+    body[4:60, 4:60] = True
+    anatomies = build_volume_anatomies(lab, body, count=4, seed=1)
+    assert [a[2] for a in anatomies] == ["case", "case warped 1", "case warped 2", "case warped 3"]
+    assert (anatomies[0][0] == lab).all() and (anatomies[0][1] == body).all()
+    lung = (lab > 0).sum()
+    for warped, wbody, _ in anatomies[1:]:
+        assert warped.shape == lab.shape and set(np.unique(warped)) <= {0, 1, 2, 3}
+        assert (warped != lab).mean() > 0.005  # another anatomy
+        assert 0.5 * lung <= (warped > 0).sum() <= 1.5 * lung and (warped == 3).any()
+        assert (warped == warped[..., :1]).all()  # one warp for every slice: still constant along z
+        assert wbody[warped > 0].all()  # the lungs stay inside the body
+        assert np.nonzero(warped == 1)[0].mean() < np.nonzero(warped == 2)[0].mean()  # left lung at low x
+    again = build_volume_anatomies(lab, body, count=4, seed=1)
+    assert all((a[0] == b[0]).all() for a, b in zip(anatomies, again, strict=True))
+    other = build_volume_anatomies(lab, body, count=4, seed=2)
+    assert any((a[0] != b[0]).any() for a, b in zip(anatomies[1:], other[1:], strict=True))
+
+
+def test_volume_anatomies_strength_zero_repeats_the_case():
+    lab = _lung_volume()
+    copies = build_volume_anatomies(lab, lab > 0, count=3, seed=0, strength=0.0)
+    assert len(copies) == 3 and all((c[0] == lab).all() and c[2] == "case" for c in copies)
+
+
+@pytest.mark.parametrize(
+    ("label", "body", "message"),
+    [
+        (np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8, 3), bool), "no lung"),
+        (np.ones((8, 8, 3), np.uint8), np.zeros((8, 8, 2), bool), "one 3D shape"),
+        (np.ones((8, 8), np.uint8), np.zeros((8, 8), bool), "one 3D shape"),
+    ],
+)
+def test_volume_anatomies_refuse_bad_volumes(label, body, message):
+    with pytest.raises(ValueError, match=message):
+        build_volume_anatomies(label, body, count=2)

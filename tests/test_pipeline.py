@@ -20,8 +20,9 @@ from PIL import Image
 from cosingan_monai.cli import main
 from cosingan_monai.phantom.generator import write_phantom_dataset
 from cosingan_monai.pipeline import bundle_runner as bundles
+from cosingan_monai.pipeline.case_prep import prepare_case, write_volume_anatomies
 from cosingan_monai.pipeline.downstream import CLASSIFIER_EPOCHS
-from cosingan_monai.pipeline.pipeline import PIPELINE_EPOCHS, validation
+from cosingan_monai.pipeline.pipeline import PIPELINE_EPOCHS, PIPELINE_PRESETS, validation
 
 DOWNSTREAM = ("covid_slice_classifier", "covid_seg_2d", "covid_seg_3d")
 
@@ -289,6 +290,31 @@ def test_synthetic_samples_exist_with_previews(finished_run):
     assert image.min() >= -1300 and image.max() <= 3100  # HU
     assert list((synthetic / "previews").glob("*.png"))
     assert Image.open(out / "figures" / "samples.png").size[0] > 200
+
+
+def test_synthetic_volumes_render_the_case_label_volume_by_default(finished_run):
+    out, _ = finished_run
+    case = np.asarray(nib.load(out / "data" / "case" / "label.nii.gz").dataobj)
+    anatomies = sorted((out / "data" / "conditions" / "volumes" / "labels").glob("anatomy_*.nii.gz"))
+    assert len(anatomies) == PIPELINE_PRESETS["test"]["volumes"] == 2
+    assert all((np.asarray(nib.load(a).dataobj) == case).all() for a in anatomies)  # --volume-warp 0
+    synthetic = out / "data" / "synthetic"
+    datalist = json.loads((synthetic / "datalist_3d.json").read_text())
+    entries = datalist["training"] + datalist["validation"]
+    labels = [np.asarray(nib.load(synthetic / e["label"]).dataobj) for e in entries]
+    assert len(labels) == 2 and (labels[0] == labels[1]).all() and (labels[0] == 3).any()
+    assert json.loads((out / "run.json").read_text())["inputs"]["--volume-warp"] == 0.0
+
+
+def test_volume_warp_writes_other_anatomies(cases, tmp_path):
+    prepared = prepare_case(cases["image"], cases["label"])
+    entries = write_volume_anatomies(prepared, 3, seed=0, out_dir=tmp_path, strength=1.0)
+    labels = [np.asarray(nib.load(e["label"]).dataobj) for e in entries]
+    bodies = [np.asarray(nib.load(e["body"]).dataobj) > 0 for e in entries]
+    assert [e["source"] for e in entries] == ["case", "case warped 1", "case warped 2"]
+    assert (labels[0] == prepared.label).all()
+    for lab, body in zip(labels[1:], bodies[1:], strict=True):
+        assert (lab != prepared.label).mean() > 0.005 and body[lab > 0].all()
 
 
 def _resume_after_kill(

@@ -44,6 +44,16 @@ EXISTING = click.Path(exists=True, path_type=Path)
 @augmentation_option
 @real_share_option
 @click.option(
+    "--volume-warp",
+    "volume_warp",
+    type=click.FloatRange(min=0.0, max=2.0),
+    default=0.0,
+    show_default=True,
+    help="Warp strength of the label volumes that the synthetic volumes but the first render, so the 3D segmenter "
+    "trains and validates on several anatomies (1: the 2D conditions' warps); 0 renders the case's own label volume "
+    'every time (docs/design.md "Volume anatomies").',
+)
+@click.option(
     "--parallel-stages",
     "lanes",
     type=click.IntRange(min=1),
@@ -67,6 +77,7 @@ def pipeline(
     train_slices: int,
     strong_aug: bool,
     real_share: float,
+    volume_warp: float,
     lanes: int | None,
     intensity: str,
     seed: int,
@@ -91,6 +102,7 @@ def pipeline(
         train_slices=train_slices,
         strong_aug=strong_aug,
         real_share=real_share,
+        volume_warp=volume_warp,
         lanes=lanes,
         intensity=intensity,
         seed=seed,

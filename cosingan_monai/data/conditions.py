@@ -1,8 +1,10 @@
-"""Synthesis conditions for the pipeline: every lung-bearing mask slice of a case plus augmented and lesion-free ones.
+"""Synthesis conditions for the pipeline: every lung-bearing mask slice of a case plus augmented and lesion-free ones,
+and the label volumes its synthetic volumes render (the case's own, then warped anatomies).
 
 A single-image GAN only generalises as far as its conditions vary, so the pipeline widens the case's own masks with
 joint flips, small affine and elastic deformations (MONAI random transforms, nearest-neighbour on masks), and adds
-lesion-free copies that give the classifier its negatives.
+lesion-free copies that give the classifier its negatives. The same warps, one per volume and shared by all its
+slices, give the 3D segmenter more than one anatomy (docs/design.md "Volume anatomies").
 """
 
 from __future__ import annotations
@@ -59,6 +61,8 @@ def lung_bearing_slices(label: np.ndarray, min_fraction: float = 0.2) -> list[in
 def relabel_sides(label: np.ndarray) -> np.ndarray:
     """Re-assign lung labels 1/2 by position after a flip or warp: RAS left lung has the lower x (CONVENTIONS.md).
 
+    Works on a slice (x, y) or a volume (x, y, z) (one split for the whole volume).
+
     Infection (3) is left untouched; the split is the midpoint between the two sides' lung centroids.
     """
     out = label.copy()
@@ -70,7 +74,7 @@ def relabel_sides(label: np.ndarray) -> np.ndarray:
     right_x = np.nonzero(label == RIGHT)[0]
     both_sides = len(left_x) and len(right_x)
     mid = 0.5 * (left_x.mean() + right_x.mean()) if both_sides else 0.5 * (xs.min() + xs.max())
-    xgrid = np.arange(label.shape[0])[:, None]
+    xgrid = np.arange(label.shape[0]).reshape((-1,) + (1,) * (label.ndim - 1))  # a slice (x, y) or volume (x, y, z)
     out[lung & (xgrid < mid)] = LEFT
     out[lung & (xgrid >= mid)] = RIGHT
     return out
@@ -169,3 +173,46 @@ def build_conditions(
             continue  # the warp pushed the lungs out of view
         conditions.append(Condition(lab, bod | (lab > 0), source, removed))
     return conditions
+
+
+def build_volume_anatomies(
+    label: np.ndarray, body: np.ndarray, count: int, seed: int = 0, strength: float = 1.0, max_tries: int = 20
+) -> list[tuple[np.ndarray, np.ndarray, str]]:
+    """`count` label volumes (x, y, z) with their body masks: the case's own first, then warped copies.
+
+    Each copy draws one flip / affine / elastic warp (mask_augmentation) and applies it to every axial slice, so the
+    volume stays continuous along z while its lungs, lesions and body take another shape: a 3D segmenter trained and
+    validated on one label volume learns that one anatomy. Deterministic for a seed; `strength` 0 gives `count`
+    copies of the case. Raises ValueError when the volume has no lung, or when `max_tries` warps in a row push the
+    lungs out of view.
+    """
+    if label.ndim != 3 or label.shape != body.shape:
+        raise ValueError(f"need a label volume and a body mask of one 3D shape; got {label.shape} and {body.shape}")
+    if not ((label >= LEFT) & (label <= INFECTION)).any():
+        raise ValueError("the label volume has no lung (labels 1-3) on any slice")
+    if strength == 0.0:
+        return [(label.copy(), body.astype(bool), "case") for _ in range(count)]
+    out = [(label.copy(), body.astype(bool), "case")]
+    augment = mask_augmentation(label.shape[:2], strength)
+    augment.set_random_state(seed=seed)
+    lung_before = int(((label >= LEFT) & (label <= INFECTION)).sum())
+    tries = 0
+    while len(out) < count:
+        # z as the channel axis: MONAI's 2D transforms draw one warp and apply it to every channel
+        sample = augment(
+            {
+                "label": torch.as_tensor(np.moveaxis(label, 2, 0).astype(np.float32)),
+                "body": torch.as_tensor(np.moveaxis(body, 2, 0).astype(np.float32)),
+            }
+        )
+        lab = relabel_sides(np.moveaxis(np.rint(np.asarray(sample["label"])), 0, 2).astype(np.uint8))
+        bod = np.moveaxis(np.asarray(sample["body"]), 0, 2) > 0.5
+        lung_after = int(((lab >= LEFT) & (lab <= INFECTION)).sum())
+        if lung_after < 0.5 * lung_before:  # the warp pushed much of the lungs out of view: draw again
+            tries += 1
+            if tries >= max_tries:
+                raise ValueError(f"{max_tries} warps in a row pushed the lungs out of view (strength {strength})")
+            continue
+        tries = 0
+        out.append((lab, bod | (lab > 0), f"case warped {len(out)}"))
+    return out[:count]

@@ -13,7 +13,7 @@ import numpy as np
 
 from cosingan_monai.core.errors import CaseError
 from cosingan_monai.data.cases import label_map
-from cosingan_monai.data.conditions import build_conditions
+from cosingan_monai.data.conditions import build_conditions, build_volume_anatomies
 from cosingan_monai.data.io import Case, find_label, load_case, save_nifti, slice_affine
 from cosingan_monai.data.lungmask import body_mask
 from cosingan_monai.data.transforms import select_slices
@@ -82,4 +82,18 @@ def write_conditions(prepared: PreparedCase, count: int, seed: int, out_dir: Pat
         label = save_nifti(cond.label[..., None].astype(np.uint8), aff, out_dir / "labels" / f"cond_{i:04d}.nii.gz")
         body = save_nifti(cond.body[..., None].astype(np.uint8), aff, out_dir / "bodies" / f"cond_{i:04d}.nii.gz")
         entries.append(cond.entry(label, body))
+    return entries
+
+
+def write_volume_anatomies(
+    prepared: PreparedCase, count: int, seed: int, out_dir: Path, strength: float = 1.0
+) -> list[dict[str, str]]:
+    """Write the label volumes (and body masks) the synthetic volumes render: the case's own, then warped copies
+    (data.conditions.build_volume_anatomies; strength 0: the case's own every time). Returns label/body/source."""
+    anatomies = build_volume_anatomies(prepared.label, prepared.body, count, seed=seed, strength=strength)
+    entries = []
+    for i, (lab, body, source) in enumerate(anatomies):
+        label = save_nifti(lab.astype(np.uint8), prepared.affine, out_dir / "labels" / f"anatomy_{i:03d}.nii.gz")
+        mask = save_nifti(body.astype(np.uint8), prepared.affine, out_dir / "bodies" / f"anatomy_{i:03d}.nii.gz")
+        entries.append({"label": str(label), "body": str(mask), "source": source})
     return entries

@@ -27,6 +27,7 @@ from cosingan_monai.pipeline.case_prep import (
     write_case,
     write_conditions,
     write_training_slices,
+    write_volume_anatomies,
 )
 from cosingan_monai.pipeline.downstream import classifier_start, evaluate_bundle, hparam_metrics, train_bundle
 from cosingan_monai.pipeline.heldout import heldout_markdown, heldout_summary
@@ -68,6 +69,9 @@ class PipelineOptions:
     strong_aug: bool = True
     #: the real training slices' share of the synthetic arm's 2D training sets (data/datalists.mix_real_slices)
     real_share: float = 0.25
+    #: warp strength of the label volumes that the synthetic volumes but the first render (0, the default: every
+    #: volume renders the case's own; data/conditions.build_volume_anatomies, docs/design.md "Volume anatomies")
+    volume_warp: float = 0.0
     #: independent stages run at once (None: 2 on a multi-core CPU, 1 on a GPU; stage_lanes.py)
     lanes: int | None = None
     intensity: str = "auto"
@@ -229,6 +233,7 @@ def check_inputs(opts: PipelineOptions, echo: Echo = print) -> tuple[PreparedCas
         "--seed": opts.seed,
         "--strong-aug": opts.strong_aug,
         "--real-share": opts.real_share,
+        "--volume-warp": opts.volume_warp,
         "--device": opts.device,
         "--set": opts.sets,
         "sizes": opts.sizes,
@@ -282,12 +287,15 @@ def _run_stages(
             prepared, opts.sizes["conditions"], opts.seed, data / "conditions"
         )
         result.metrics["negatives"] = sum(1 - c["infected"] for c in result.outputs["conditions"])
+        result.outputs["volumes"] = write_volume_anatomies(
+            prepared, opts.sizes["volumes"], opts.seed, data / "conditions" / "volumes", opts.volume_warp
+        )
 
-    cond_entries = run_stage(run, "conditions", echo, conditions)["outputs"]["conditions"]
-    write_json(data / "conditions" / "conditions.json", {"conditions": cond_entries})
+    cond_outputs = run_stage(run, "conditions", echo, conditions)["outputs"]
+    write_json(data / "conditions" / "conditions.json", {"conditions": cond_outputs["conditions"]})
+    anatomies = cond_outputs["volumes"]
 
     def sample(result: Any) -> None:
-        case = data / "case"
         out = synthesize(
             models,
             data / "conditions" / "conditions.json",
@@ -296,8 +304,8 @@ def _run_stages(
             opts.preset,
             opts.sizes,
             opts.seed,
-            (str(case / "label.nii.gz"),),
-            (str(case / "body.nii.gz"),),
+            tuple(a["label"] for a in anatomies),  # one anatomy per volume
+            tuple(a["body"] for a in anatomies),
             opts.overrides_for("cosingan_sample"),
             opts.threads,  # None: all cores (the GAN stages run alone, not in lanes)
         )
