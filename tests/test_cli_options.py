@@ -67,7 +67,6 @@ def test_pipeline_and_experiment_default_to_the_same_augmentation_and_real_share
         assert (o.strong_aug, o.real_share) == (True, _params("pipeline")["--real-share"].default)
 
 
-
 def test_pipeline_volume_warp_defaults_to_the_case_anatomy_and_is_bounded():
     from click.testing import CliRunner
 

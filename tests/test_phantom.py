@@ -218,6 +218,25 @@ def test_write_dataset_layout_roundtrip_and_resume(tmp_path):
         write_phantom_dataset(tmp_path, 1, 5, size=48, slices=16)
 
 
+def test_write_dataset_with_workers_gives_the_same_files_in_order(tmp_path):
+    serial = write_phantom_dataset(tmp_path / "one", cases=3, seed=5, healthy_fraction=0.34, **SMALL)
+    seen: list[int] = []
+    pooled = write_phantom_dataset(
+        tmp_path / "two", 3, 5, healthy_fraction=0.34, on_case=lambda i, a, b, info: seen.append(i), workers=2, **SMALL
+    )
+    assert seen == [0, 1, 2] and [p.name for p, _ in pooled] == [p.name for p, _ in serial]
+    for sub in (IMAGE_DIR, LABEL_DIR, LUNG_DIR, INFECTION_DIR):
+        for name in ("phantom_000.nii.gz", "phantom_001.nii.gz", "phantom_002.nii.gz"):
+            one = nib.load(tmp_path / "one" / sub / name)
+            two = nib.load(tmp_path / "two" / sub / name)
+            np.testing.assert_array_equal(np.asarray(one.dataobj), np.asarray(two.dataobj))
+            np.testing.assert_array_equal(one.affine, two.affine)
+    with pytest.raises(ValueError, match="phantom_000.nii.gz.*shape"):  # a worker's error reaches the caller
+        write_phantom_dataset(tmp_path / "two", 2, 5, size=48, slices=16, workers=2)
+    with pytest.raises(ValueError, match="workers"):
+        write_phantom_dataset(tmp_path / "three", 1, 5, workers=0, **SMALL)
+
+
 def test_cli(tmp_path):
     res = CliRunner().invoke(
         main, ["phantom", "--out", str(tmp_path), "--cases", "2", "--seed", "3", "--size", "64", "--slices", "16"]

@@ -23,6 +23,7 @@ from cosingan_monai.pipeline import bundle_runner as bundles
 from cosingan_monai.pipeline.case_prep import prepare_case, write_volume_anatomies
 from cosingan_monai.pipeline.downstream import CLASSIFIER_EPOCHS
 from cosingan_monai.pipeline.pipeline import PIPELINE_EPOCHS, PIPELINE_PRESETS, validation
+from cosingan_monai.pipeline.report import OVERLAY_LISTS
 
 DOWNSTREAM = ("covid_slice_classifier", "covid_seg_2d", "covid_seg_3d")
 
@@ -439,8 +440,16 @@ def test_classifier_adopts_the_2d_segmenter_trained_on_the_same_set(finished_run
 
 def test_resume_redoes_only_the_killed_parallel_stage(finished_run, cases, tmp_path):
     """The downstream trainings run side by side: resuming one of them leaves its siblings and their evaluations."""
+    out, _ = finished_run
+    overlays = {name: sorted((out / "eval" / name / "overlay").glob("*_seg.nii.gz")) for name in OVERLAY_LISTS}
+    assert all(len(files) >= 1 for files in overlays.values()), overlays
     run, before, output = _resume_after_kill(finished_run, cases, tmp_path, ("train_covid_seg_3d",))
     assert "[train_covid_seg_3d] started" in output and "[eval_covid_seg_3d] started" in output
     assert "[train_covid_seg_2d] already finished" in output
     assert "[eval_covid_seg_2d] already finished" in output
     _unchanged_except(run, before, {"train_covid_seg_3d", "eval_covid_seg_3d"})
+    # the report's overlay predictions belong to the evaluation stage: the retrained 3D model's are made again
+    for name, files in overlays.items():
+        for old in files:
+            new = run / old.relative_to(out)
+            assert new.is_file() and (new.stat().st_mtime_ns > old.stat().st_mtime_ns) == (name == "covid_seg_3d"), new

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -23,9 +24,20 @@ PROGRESS_MIN_CASES = 4  # show a progress bar (stderr) only when a run is long e
     type=click.FloatRange(0.0, 1.0),
     help="share of cases without infection",
 )
-def phantom(out_dir: Path, cases: int, seed: int, size: int, slices: int, healthy_fraction: float) -> None:
+@click.option(
+    "--workers",
+    default=0,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="processes generating cases at once (0: one per CPU core); the cases are the same for any count",
+)
+def phantom(
+    out_dir: Path, cases: int, seed: int, size: int, slices: int, healthy_fraction: float, workers: int
+) -> None:
     """Synthetic chest CT volumes (NIfTI, HU) with lung and COVID-like infection labels; existing cases are kept."""
     from cosingan_monai.phantom.generator import write_phantom_dataset
+
+    workers = workers or os.cpu_count() or 1
 
     # disable=None: tqdm hides the bar when stderr is not a terminal (logs, CI), keeping output clean
     bar = tqdm(total=cases, unit="case", disable=True if cases < PROGRESS_MIN_CASES else None, leave=False)
@@ -38,7 +50,14 @@ def phantom(out_dir: Path, cases: int, seed: int, size: int, slices: int, health
 
     try:
         pairs = write_phantom_dataset(
-            out_dir, cases, seed, size=size, slices=slices, healthy_fraction=healthy_fraction, on_case=report
+            out_dir,
+            cases,
+            seed,
+            size=size,
+            slices=slices,
+            healthy_fraction=healthy_fraction,
+            on_case=report,
+            workers=workers,
         )
     except ValueError as exc:  # e.g. resuming into a folder holding cases of another size
         raise click.ClickException(str(exc)) from exc

@@ -10,7 +10,9 @@ scanner (partial-volume blur, correlated noise) and writes data sets. Every rand
 from __future__ import annotations
 
 import math
+import multiprocessing
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -117,49 +119,88 @@ def write_phantom_dataset(
     slices: int = 48,
     healthy_fraction: float = 0.2,
     on_case: Callable[[int, Path, Path, dict], None] | None = None,
+    workers: int = 1,
 ) -> list[tuple[Path, Path]]:
     """Write `cases` phantoms in the COVID-19-CT-Seg layout (HU int16 images, uint8 masks); returns (image, label).
 
     Case i uses seed + i and is healthy when `_is_healthy(i, healthy_fraction)`, so adding cases never changes
-    earlier ones; cases whose four files exist are kept (resume). `on_case(i, image, label, info)` reports each case.
+    earlier ones; cases whose four files exist are kept (resume). `on_case(i, image, label, info)` reports each case,
+    in case order. `workers` > 1 generates cases in that many processes: each case depends on its own seed only, so
+    the files are the same as with one.
     """
     if cases < 0:
         raise ValueError(f"cases must be >= 0, got {cases}")
     if not 0.0 <= healthy_fraction <= 1.0:
         raise ValueError(f"healthy_fraction must be in [0, 1], got {healthy_fraction}")
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
     out = Path(out_dir)
     dirs = {name: out / name for name in (IMAGE_DIR, LABEL_DIR, LUNG_DIR, INFECTION_DIR)}
     for d in dirs.values():
         d.mkdir(parents=True, exist_ok=True)
-    written: list[tuple[Path, Path]] = []
-    for i in range(cases):
-        name = f"phantom_{i:03d}.nii.gz"
-        paths = {k: d / name for k, d in dirs.items()}
-        img_path, lab_path = paths[IMAGE_DIR], paths[LABEL_DIR]
-        info: dict = {"index": i, "seed": seed + i, "healthy": _is_healthy(i, healthy_fraction)}
-        if all(p.is_file() for p in paths.values()):
-            label = _load_label(lab_path)
-            if label.shape != (size, size, slices):
-                raise ValueError(
-                    f"{lab_path}: existing case has shape {label.shape}, not the requested {(size, size, slices)}; "
-                    "write to another folder or delete it"
-                )
-            info["skipped"] = True
-            info.update(_label_stats(label))
-        else:
-            case = make_phantom_case(seed + i, size=size, slices=slices, healthy=info["healthy"])
-            lung_mask = _lung_sides(case.label)
-            hu16 = np.clip(np.rint(case.image), -32768, 32767).astype(np.int16)
-            save_nifti(lung_mask.astype(np.uint8), case.affine, paths[LUNG_DIR], dtype=np.uint8)
-            save_nifti((case.label == INFECTION).astype(np.uint8), case.affine, paths[INFECTION_DIR], dtype=np.uint8)
-            save_nifti(hu16, case.affine, img_path, dtype=np.int16)
-            save_nifti(case.label, case.affine, lab_path, dtype=np.uint8)  # written last: marks the case complete
-            info["skipped"] = False
-            info.update(_label_stats(case.label))
-        if on_case is not None:
-            on_case(i, img_path, lab_path, info)
-        written.append((img_path, lab_path))
-    return written
+    jobs = [
+        _CaseJob(
+            i,
+            seed + i,
+            size,
+            slices,
+            _is_healthy(i, healthy_fraction),
+            {k: d / f"phantom_{i:03d}.nii.gz" for k, d in dirs.items()},
+        )
+        for i in range(cases)
+    ]
+    if workers > 1 and cases > 1:
+        # spawn: fresh interpreters, safe whatever threads the parent runs (a progress bar, torch)
+        with ProcessPoolExecutor(min(workers, cases), mp_context=multiprocessing.get_context("spawn")) as pool:
+            infos = pool.map(_write_case, jobs)  # yields in case order as they finish
+            return [_reported(job, info, on_case) for job, info in zip(jobs, infos, strict=True)]
+    return [_reported(job, _write_case(job), on_case) for job in jobs]
+
+
+@dataclass(frozen=True)
+class _CaseJob:
+    """One phantom case to write (or keep): its index, seed, size, health and its four file paths."""
+
+    index: int
+    seed: int
+    size: int
+    slices: int
+    healthy: bool
+    paths: dict[str, Path]
+
+
+def _write_case(job: _CaseJob) -> dict:
+    """Generate and write one case, or keep it when its four files exist; returns its report info."""
+    img_path, lab_path = job.paths[IMAGE_DIR], job.paths[LABEL_DIR]
+    info: dict = {"index": job.index, "seed": job.seed, "healthy": job.healthy}
+    if all(p.is_file() for p in job.paths.values()):
+        label = _load_label(lab_path)
+        if label.shape != (job.size, job.size, job.slices):
+            raise ValueError(
+                f"{lab_path}: existing case has shape {label.shape}, not the requested "
+                f"{(job.size, job.size, job.slices)}; write to another folder or delete it"
+            )
+        info["skipped"] = True
+        info.update(_label_stats(label))
+        return info
+    case = make_phantom_case(job.seed, size=job.size, slices=job.slices, healthy=job.healthy)
+    lung_mask = _lung_sides(case.label)
+    hu16 = np.clip(np.rint(case.image), -32768, 32767).astype(np.int16)
+    save_nifti(lung_mask.astype(np.uint8), case.affine, job.paths[LUNG_DIR], dtype=np.uint8)
+    save_nifti((case.label == INFECTION).astype(np.uint8), case.affine, job.paths[INFECTION_DIR], dtype=np.uint8)
+    save_nifti(hu16, case.affine, img_path, dtype=np.int16)
+    save_nifti(case.label, case.affine, lab_path, dtype=np.uint8)  # written last: marks the case complete
+    info["skipped"] = False
+    info.update(_label_stats(case.label))
+    return info
+
+
+def _reported(job: _CaseJob, info: dict, on_case: Callable[[int, Path, Path, dict], None] | None) -> tuple[Path, Path]:
+    """Report a written or kept case to `on_case`; returns its (image, label) paths."""
+    image, label = job.paths[IMAGE_DIR], job.paths[LABEL_DIR]
+    if on_case is not None:
+        on_case(job.index, image, label, info)
+    return image, label
 
 
 def _lung_sides(label: np.ndarray) -> np.ndarray:

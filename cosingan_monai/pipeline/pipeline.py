@@ -31,7 +31,13 @@ from cosingan_monai.pipeline.case_prep import (
 )
 from cosingan_monai.pipeline.downstream import classifier_start, evaluate_bundle, hparam_metrics, train_bundle
 from cosingan_monai.pipeline.heldout import heldout_markdown, heldout_summary
-from cosingan_monai.pipeline.report import environment, metrics_markdown, write_report
+from cosingan_monai.pipeline.report import (
+    OVERLAY_LISTS,
+    environment,
+    metrics_markdown,
+    overlay_predictions,
+    write_report,
+)
 from cosingan_monai.pipeline.run_folder import RunFolder, check_out, input_fingerprints, run_stage
 from cosingan_monai.pipeline.stage_lanes import IN_PROCESS_LOCK, StagePlan, chain_after, plan_stages, run_in_lanes
 
@@ -517,6 +523,8 @@ def evaluate_all(
         bundle = run.root / "bundles" / name
         out = run.root / "eval" / name
         result.metrics.update(evaluate_bundle(bundle, eval_lists[name], out, opts.preset, plan.threads))
+        if name in OVERLAY_LISTS:  # the report's overlay predictions, here so they run beside the other evaluations
+            overlay_predictions(run, name, plan.threads, fresh=True)
 
     jobs = {
         name: partial(

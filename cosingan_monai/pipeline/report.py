@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -95,12 +96,16 @@ def _pick_cases(entries: list[dict[str, Any]], count: int) -> list[dict[str, Any
     return chosen[:count]
 
 
-def prediction_overlay(run: RunFolder, name: str) -> Path | None:
-    """RUN/figures/overlay_<name>.png: image, truth, prediction and per-case Dice on a few evaluation cases.
+def overlay_predictions(
+    run: RunFolder, name: str, threads: int | None = None, fresh: bool = False
+) -> list[tuple[dict[str, Any], Path]] | None:
+    """The trained copy's own predictions on the few evaluation cases of its overlay: (datalist entry, prediction
+    file) per case.
 
-    The predictions are the trained copy's own inference workflow (its baked configs; `python -m monai.bundle run`,
-    logging to BUNDLE/logs/inference.log) on the chosen cases, written once to RUN/eval/<name>/overlay/ (a resumed
-    run reuses them). None without evaluation data.
+    They come from its inference workflow (its baked configs; `python -m monai.bundle run`, logging to
+    BUNDLE/logs/inference.log), written once to RUN/eval/<name>/overlay/: the pipeline makes them in the bundle's
+    evaluation stage, so they run beside the other evaluations (`fresh`: made again, as the stage's model may be new);
+    the report reuses them. None without evaluation data.
     """
     bundle = run.root / "bundles" / name
     source = run.root / "data" / "eval" / OVERLAY_LISTS[name]
@@ -111,17 +116,29 @@ def prediction_overlay(run: RunFolder, name: str) -> Path | None:
         return None
     chosen = _pick_cases(entries, OVERLAY_CASES)
     out = run.root / "eval" / name / "overlay"
+    if fresh:
+        shutil.rmtree(out, ignore_errors=True)
     preds = {e["image"]: out / (Path(e["image"]).name.split(".nii")[0] + "_seg.nii.gz") for e in chosen}
     if not all(p.is_file() for p in preds.values()):
         datalist = write_json(out / "datalist.json", {"training": [], "validation": [], "test": chosen})
         preset_file = bundle / "logs" / "train_preset.txt"
         preset = preset_file.read_text().strip() if preset_file.is_file() else "full"
-        bundles.run_bundle(bundle, "inference", preset, {"datalist": str(datalist), "output_dir": str(out)})
+        overrides = {"datalist": str(datalist), "output_dir": str(out)}
+        bundles.run_bundle(bundle, "inference", preset, overrides, threads=threads)
+    return [(e, preds[e["image"]]) for e in chosen]
+
+
+def prediction_overlay(run: RunFolder, name: str) -> Path | None:
+    """RUN/figures/overlay_<name>.png: image, truth, prediction and per-case Dice on a few evaluation cases
+    (overlay_predictions); None without evaluation data."""
+    predictions = overlay_predictions(run, name)
+    if predictions is None:
+        return None
     cases = []
-    for entry in chosen:
+    for entry, pred_path in predictions:
         hu = np.asanyarray(nib.load(entry["image"]).dataobj).astype(np.float32)
         truth = _classes(np.asanyarray(nib.load(entry["label"]).dataobj))
-        pred = np.asanyarray(nib.load(preds[entry["image"]]).dataobj).astype(np.uint8)
+        pred = np.asanyarray(nib.load(pred_path).dataobj).astype(np.uint8)
         hu, truth, pred = (a.reshape(a.shape[:2] + (-1,)) for a in (hu, truth, pred))
         z = int(np.argmax((truth == 2).sum(axis=(0, 1)) * 1000 + (truth > 0).sum(axis=(0, 1))))  # most infection
         label = Path(entry["image"]).name.split(".nii")[0] + (f" z={z}" if hu.shape[2] > 1 else "")
