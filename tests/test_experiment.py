@@ -254,7 +254,8 @@ def test_experiment_k_table_trains_each_gan_and_the_all_real_arm_once(tmp_path):
     write_phantom_dataset(tmp_path / "test", cases=1, seed=61, size=64, slices=8, healthy_fraction=0.0)
     out = tmp_path / "exp"
     args = ["experiment", "--dataset", str(tmp_path / "train"), "--test", str(tmp_path / "test"), "--k", "1"]
-    args += ["--k", "2", "--preset", "test", "--seeds", "1", "--out", str(out), "--threads", "1"]
+    # --threads 2: the two GANs of k = 2 train side by side with one thread each (stage_lanes.split_threads)
+    args += ["--k", "2", "--preset", "test", "--seeds", "1", "--out", str(out), "--threads", "2"]
     args += ["--set", "covid_seg_2d:max_epochs=2"]
     result = CliRunner().invoke(main, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from cosingan_monai.pipeline.run_folder import RunFolder, RunFolderError
+from cosingan_monai.pipeline.run_folder import RunFolder, RunFolderError, span_s
 
 
 def test_new_run_writes_marker_and_manifest(tmp_path):
@@ -74,3 +74,14 @@ def test_resume_redoes_a_stage_and_only_what_depends_on_it(tmp_path):
     calls.clear()
     run_all(resume=True)
     assert calls == []
+
+
+def test_span_of_stages_run_side_by_side():
+    """Two GANs that overlapped count once (first start to last finish); stages of separate invocations (hours
+    apart, after --resume) count at most their summed walls; one stage is its wall."""
+    a = {"finished": "2026-12-07T10:05:00", "wall_s": 300.0}  # 10:00:00 - 10:05:00
+    b = {"finished": "2026-12-07T10:05:40", "wall_s": 280.0}  # 10:01:00 - 10:05:40
+    assert span_s([a, b]) == 340.0
+    later = {"finished": "2026-12-07T18:00:00", "wall_s": 100.0}
+    assert span_s([a, later]) == 400.0
+    assert span_s([b]) == 280.0 and span_s([]) == 0.0

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from cosingan_monai.pipeline.stage_lanes import chain_after, plan_stages, run_in_lanes
+from cosingan_monai.pipeline.stage_lanes import StagePlan, chain_after, plan_stages, run_in_lanes, split_threads
 
 
 def test_two_lanes_run_jobs_at_the_same_time():
@@ -75,3 +75,36 @@ def test_chain_after_runs_the_dependent_job_right_after_its_input_in_one_lane():
     assert run_in_lanes(chained, lanes=2) == {"3d": "3d", "2d": "2d"}
     assert events.index("cls start") > events.index("2d end")
     assert chain_after({"2d": jobs["2d"]}, "cls", "2d").keys() == {"2d"}  # nothing to chain: unchanged
+
+
+def test_split_threads_shares_one_budget_between_parallel_jobs(monkeypatch):
+    """k GANs on a 2-lane CPU plan: two at a time with half the threads each; one job, one thread or a GPU plan
+    (one lane) keep the budget as it was."""
+    cpu = StagePlan(lanes=2, threads=1)
+    assert split_threads(4, 2, cpu) == (2, 1)
+    assert split_threads(2, 8, cpu) == (2, 4)
+    assert split_threads(1, 2, cpu) == (1, 2)  # a single GAN keeps every thread
+    assert split_threads(3, 1, cpu) == (1, 1)  # one thread cannot be split
+    assert split_threads(4, None, StagePlan(lanes=1)) == (1, None)  # GPU: one device, one after the other
+    monkeypatch.setenv("OMP_NUM_THREADS", "6")  # None: the environment's budget
+    assert split_threads(4, None, cpu) == (2, 3)
+
+
+def test_train_gans_runs_lanes_at_a_time_and_keeps_the_slice_order(monkeypatch, tmp_path):
+    """--train-slices K / the experiment's k GANs: two bundle runs at once (they meet at a barrier), each with
+    the threads it was given, and the models come back in the slices' order."""
+    from cosingan_monai.pipeline import pipeline
+
+    barrier = threading.Barrier(2, timeout=10)  # breaks unless two trainings wait at once
+    seen: list[tuple[str, int | None]] = []
+
+    def fake_run(bundle, config, preset, values, resume=False, threads=None):
+        seen.append((values["case"], threads))
+        barrier.wait()
+
+    monkeypatch.setattr(pipeline.bundles, "copy_bundle", lambda name, root, suffix="": root / f"{name}{suffix}")
+    monkeypatch.setattr(pipeline.bundles, "run_bundle", fake_run)
+    slices = [{"image": f"s{i}.nii.gz", "label": f"l{i}.nii.gz", "slice": i} for i in range(4)]
+    models = pipeline.train_gans(slices, tmp_path, "test", threads=1, lanes=2)
+    assert models == [str(tmp_path / "bundles" / f"cosingan_train_z{i:03d}" / "models" / "model.pt") for i in range(4)]
+    assert sorted(seen) == [(f"s{i}.nii.gz", 1) for i in range(4)]

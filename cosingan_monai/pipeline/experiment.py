@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +40,8 @@ from cosingan_monai.pipeline.pipeline import (
     synthesize,
     train_gans,
 )
-from cosingan_monai.pipeline.run_folder import RunFolder, check_out, input_fingerprints, run_stage
-from cosingan_monai.pipeline.stage_lanes import plan_stages
+from cosingan_monai.pipeline.run_folder import RunFolder, check_out, input_fingerprints, run_stage, span_s
+from cosingan_monai.pipeline.stage_lanes import plan_stages, run_in_lanes, split_threads
 
 Echo = Callable[[str], None]
 #: the held-out split used when no --test set is given
@@ -382,19 +383,22 @@ def _run_k_seed(
     kr.per_seed.append({"seed": seed, "slices": [slice_name(e) for e in slices]})
     walls: list[float] = []
 
-    gan_stages, models = [], []
-    for entry in slices:
-        name = f"seed{seed}_gan_{slice_name(entry)}"
+    # the k GANs are independent: on a CPU two at a time, sharing the threads (stage_lanes.split_threads)
+    lanes, threads = split_threads(len(slices), opts.threads, plan_stages())
 
-        def gan(r: Any, entry: dict = entry) -> None:
-            over, folder = opts.overrides_for("cosingan_train"), seed_root / "gans" / slice_name(entry)
-            (model,) = train_gans([entry], folder, opts.preset, seed, overrides=over, threads=opts.threads)
-            r.outputs["model"] = model
+    def gan(r: Any, entry: dict[str, Any]) -> None:
+        over, folder = opts.overrides_for("cosingan_train"), seed_root / "gans" / slice_name(entry)
+        (model,) = train_gans([entry], folder, opts.preset, seed, overrides=over, threads=threads)
+        r.outputs["model"] = model
 
-        done = run_stage(run, name, echo, gan, after=("prepare_real",))
-        gan_stages.append(name)
-        models.append(done["outputs"]["model"])
-        walls.append(float(done["wall_s"]))
+    gan_jobs = {
+        name: partial(run_stage, run, name, echo, partial(gan, entry=entry), ("prepare_real",))
+        for name, entry in ((f"seed{seed}_gan_{slice_name(e)}", e) for e in slices)
+    }
+    gan_stages = list(gan_jobs)
+    gans_done = list(run_in_lanes(gan_jobs, lanes).values())
+    models = [done["outputs"]["model"] for done in gans_done]
+    walls.append(span_s(gans_done))
 
     def arm_b(r: Any) -> None:
         syn = synthesize(

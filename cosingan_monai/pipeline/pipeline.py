@@ -39,7 +39,14 @@ from cosingan_monai.pipeline.report import (
     write_report,
 )
 from cosingan_monai.pipeline.run_folder import RunFolder, check_out, input_fingerprints, run_stage
-from cosingan_monai.pipeline.stage_lanes import IN_PROCESS_LOCK, StagePlan, chain_after, plan_stages, run_in_lanes
+from cosingan_monai.pipeline.stage_lanes import (
+    IN_PROCESS_LOCK,
+    StagePlan,
+    chain_after,
+    plan_stages,
+    run_in_lanes,
+    split_threads,
+)
 
 Echo = Callable[[str], None]
 
@@ -118,10 +125,12 @@ def train_gans(
     resume: bool = False,
     overrides: dict[str, Any] | None = None,
     threads: int | None = None,
+    lanes: int = 1,
 ) -> list[str]:
-    """Train one CoSinGAN per training slice (bundle cosingan_train copied to ROOT/bundles); returns model paths."""
-    models = []
-    for entry in slices:
+    """Train one CoSinGAN per training slice (bundle cosingan_train copied to ROOT/bundles), `lanes` at a time with
+    `threads` each; returns the model paths in the order of `slices`."""
+
+    def train_one(entry: dict[str, Any]) -> str:
         bundle = bundles.copy_bundle("cosingan_train", root / "bundles", suffix=_suffix(entry, slices))
         values = {
             "case": entry["image"],
@@ -132,8 +141,10 @@ def train_gans(
             **(overrides or {}),
         }
         bundles.run_bundle(bundle, "train", preset, values, resume=resume, threads=threads)
-        models.append(str(bundle / "models" / "model.pt"))
-    return models
+        return str(bundle / "models" / "model.pt")
+
+    jobs = {str(i): partial(train_one, entry) for i, entry in enumerate(slices)}
+    return list(run_in_lanes(jobs, lanes).values())
 
 
 def gan_metrics(root: Path, models: list[str]) -> dict[str, float]:
@@ -281,8 +292,9 @@ def _run_stages(
     slices = run_stage(run, "select", echo, select)["outputs"]["slices"]
 
     def train_gan(result: Any) -> None:
+        lanes, threads = split_threads(len(slices), opts.threads, plan)  # --train-slices K: K GANs, side by side
         result.outputs["models"] = train_gans(
-            slices, run.root, opts.preset, opts.seed, opts.resume, opts.overrides_for("cosingan_train"), opts.threads
+            slices, run.root, opts.preset, opts.seed, opts.resume, opts.overrides_for("cosingan_train"), threads, lanes
         )
         result.metrics.update(gan_metrics(run.root, result.outputs["models"]))
 

@@ -10,6 +10,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -250,6 +251,16 @@ def summary_metric(metrics: dict[str, Any]) -> str:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return f", {key} {value:.4f}" if isinstance(value, float) else f", {key} {value}"
     return ""
+
+
+def span_s(manifests: list[dict[str, Any]]) -> float:
+    """Wall seconds that stages run side by side took together: first start to last finish (each manifest's
+    `finished` minus its `wall_s`), at most the sum of their walls (stages finished by separate invocations)."""
+    walls = [float(m["wall_s"]) for m in manifests]
+    if len(manifests) < 2:
+        return sum(walls)
+    ends = [datetime.fromisoformat(m["finished"]).timestamp() for m in manifests]
+    return min(sum(walls), max(ends) - min(e - w for e, w in zip(ends, walls, strict=True)))
 
 
 def run_stage(
