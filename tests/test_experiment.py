@@ -226,6 +226,15 @@ def test_experiment_command_end_to_end_in_the_test_preset(tmp_path):
         assert 0.0 < figures["summary_score"] <= 1.0 and figures["lung_laplacian_ratio"] > 0.0, arm
         assert (out / "seed_0" / "realism" / arm / "realism.json").is_file()
     assert f"| 0 | {record['per_seed'][0]['slices'][0]} |" in table
+    from cosingan_monai.pipeline.experiment import PAIRS
+
+    paired = record["per_seed"][0]["paired"]  # b - a and b - d per test slice, with a 95% interval
+    for name, (x, y) in PAIRS.items():
+        gap = record["results"][x]["test_dice_infection"][0] - record["results"][y]["test_dice_infection"][0]
+        # the 7 test slices are one held-out phantom: one case for the bootstrap (slices of a patient move together)
+        assert paired[name]["value"] == pytest.approx(gap, abs=1e-6) and paired[name]["cases"] == 1
+        assert paired[name]["low"] <= paired[name]["value"] <= paired[name]["high"]
+    assert "b - d [95%]" in table and record["paired_all_seeds"] == paired  # one seed: the pooled row is the seed
 
     split = json.loads((out / "split.json").read_text())
     test_images = {e["image"] for e in json.loads(Path(split["test"]).read_text())["test"]}

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from cosingan_monai.metrics.intervals import cluster_bootstrap, paired_difference, pooled_auc, roc_auc
+from cosingan_monai.metrics.intervals import Interval, cluster_bootstrap, paired_difference, pooled_auc, roc_auc
 from cosingan_monai.pipeline.heldout import case_of, heldout_markdown, heldout_summary, per_case_values
 
 
@@ -113,3 +113,37 @@ def test_case_names_and_nan_cells(tmp_path):
     _write_raw(raw, [("a_z000.nii.gz", "nan"), ("a_z001.nii.gz", "0.5"), ("b.nii.gz", "0.25")])
     values = per_case_values(raw)
     assert set(values) == {"a", "b"} and math.isnan(values["a"][0]) and values["a"][1] == 0.5
+
+
+def test_interval_json_round_trip_and_signed_format():
+    iv = Interval(0.052, -0.0114, 0.12, 20)
+    assert iv.format(signed=True) == "+0.052 [-0.011, +0.120]" and iv.format() == "0.052 [-0.011, 0.120]"
+    assert Interval.from_dict(iv.as_dict()) == iv
+    missing = Interval(math.nan, math.nan, math.nan, 0)
+    assert missing.as_dict()["value"] is None and missing.format(signed=True) == "n/a"
+    assert math.isnan(Interval.from_dict(missing.as_dict()).value)
+
+
+def test_experiment_pairs_per_seed_and_over_seeds_on_known_numbers():
+    """b is a + 0.1 on every test slice at both seeds and d + 0.2 at seed 0, d - 0.2 at seed 1: b - a is +0.100
+    with a zero-width interval everywhere; b - d is +0.2 and -0.2 per seed and exactly 0 over the seeds. A slice
+    without infection (NaN) counts in no difference."""
+    from cosingan_monai.pipeline.experiment import paired_differences, per_seed_table, seed_mean_per_case
+
+    cases = {f"s{i}": np.array([0.2 + 0.05 * i]) for i in range(6)}
+    cases["healthy"] = np.array([math.nan])
+    a, b = cases, {k: v + 0.1 for k, v in cases.items()}
+    per_case = [
+        {"a_real_k_strong_aug": a, "b_cosingan": b, "c_all_real": b, "d_painted_control": painted}
+        for painted in ({k: v - d for k, v in b.items()} for d in (0.2, -0.2))
+    ]
+    seed0, seed1 = paired_differences(per_case[0]), paired_differences(per_case[1])
+    assert (seed0["b - a"]["value"], seed0["b - a"]["low"], seed0["b - a"]["high"]) == pytest.approx((0.1, 0.1, 0.1))
+    assert seed0["b - a"]["cases"] == 6 and seed0["b - d"]["value"] == pytest.approx(0.2)
+    assert seed1["b - d"]["value"] == pytest.approx(-0.2) and seed1["b - d"]["high"] == pytest.approx(-0.2)
+    pooled = paired_differences(seed_mean_per_case(per_case))
+    assert pooled["b - d"]["value"] == pytest.approx(0.0, abs=1e-12) and pooled["b - a"]["value"] == pytest.approx(0.1)
+    rows = [{"seed": s, "slices": ["x"], "b_cosingan": 0.5, "paired": p} for s, p in enumerate((seed0, seed1))]
+    table = per_seed_table(rows, pooled)
+    assert "| 0 | x | n/a | 0.500 | n/a | n/a | +0.100 [+0.100, +0.100] | +0.200 [+0.200, +0.200] |" in table
+    assert "| all | each test slice's mean over the seeds | n/a | 0.500 | n/a | n/a | +0.100" in table

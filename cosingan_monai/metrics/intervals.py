@@ -32,11 +32,22 @@ class Interval:
     high: float
     cases: int
 
-    def format(self, digits: int = 3) -> str:
-        """`0.452 [0.381, 0.520]`, or `n/a` for a missing value."""
+    def format(self, digits: int = 3, signed: bool = False) -> str:
+        """`0.452 [0.381, 0.520]` (`signed`: `+0.052 [-0.011, +0.120]`, for differences), or `n/a` when missing."""
         if not np.isfinite(self.value):
             return "n/a"
-        return f"{self.value:.{digits}f} [{self.low:.{digits}f}, {self.high:.{digits}f}]"
+        f = f"{'+' if signed else ''}.{digits}f"
+        return f"{self.value:{f}} [{self.low:{f}}, {self.high:{f}}]"
+
+    def as_dict(self) -> dict[str, float | int | None]:
+        """The interval as JSON (NaN -> None)."""
+        return {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in self.__dict__.items()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, float | int | None]) -> Interval:
+        """Back from `as_dict` (None -> NaN)."""
+        nan = float("nan")
+        return cls(*(nan if d.get(k) is None else float(d[k]) for k in ("value", "low", "high")), int(d["cases"] or 0))
 
 
 def pooled_nanmean(groups: list[np.ndarray]) -> float:

@@ -28,9 +28,11 @@ from cosingan_monai.data.datalists import (
 from cosingan_monai.data.io import save_nifti
 from cosingan_monai.data.lungmask import body_from_lungs, body_mask
 from cosingan_monai.engines.synthesis import build_condition_items
+from cosingan_monai.metrics.intervals import N_BOOT, Interval, paired_difference
 from cosingan_monai.metrics.realism_io import key_figures, key_figures_markdown, run_realism
 from cosingan_monai.pipeline import bundle_runner as bundles
 from cosingan_monai.pipeline.downstream import classifier_start, evaluate_bundle, train_bundle
+from cosingan_monai.pipeline.heldout import metric_csv, per_case_values
 from cosingan_monai.pipeline.painted_control import RegionStats, paint, region_stats
 from cosingan_monai.pipeline.pipeline import (
     PIPELINE_PRESETS,
@@ -52,6 +54,9 @@ SEED_STRIDE = 5
 MIN_CLASS_SLICES = 5
 ARMS = ("a_real_k_strong_aug", "b_cosingan", "c_all_real", "d_painted_control")
 #: metrics of the table: (column title, seg metric key); classifier AUC is added separately.
+#: The comparisons the paper's claim rests on, paired per test slice: synthetic data against the k real slices alone,
+#: and against the GAN-free painted control.
+PAIRS = {"b - a": ("b_cosingan", "a_real_k_strong_aug"), "b - d": ("b_cosingan", "d_painted_control")}
 SEG_COLUMNS = (
     ("lung Dice", "test_dice_lung"),
     ("lung NSD", "test_nsd_lung"),
@@ -318,10 +323,11 @@ def _run_arms(run: RunFolder, opts: ExperimentOptions, echo: Echo) -> str:
         conditions = write_conditions(real["train"], sizes["conditions"], seed, root / "conditions")
         for k in opts.ks:
             _run_k_seed(run, opts, echo, sweep[k], real, real_train, skip_cls, seed, conditions)
+    pooled = {kr.k: paired_differences(seed_mean_per_case(kr.per_case)) for kr in sweep.values()}
     tables = [
         results_table(kr.results, opts, skip_cls, k=kr.k)
         + "\n\n"
-        + per_seed_table(kr.per_seed)
+        + per_seed_table(kr.per_seed, pooled[kr.k])
         + "\n\n"
         + realism_table(kr.realism)
         for kr in sweep.values()
@@ -335,9 +341,16 @@ def _run_arms(run: RunFolder, opts: ExperimentOptions, echo: Echo) -> str:
     if len(opts.ks) == 1:
         (only,) = sweep.values()
         record.update(results=only.results, per_seed=only.per_seed, realism=only.realism, wall_s=only.wall_s)
+        record["paired_all_seeds"] = pooled[only.k]
     else:
         record["k"] = {
-            str(kr.k): {"results": kr.results, "per_seed": kr.per_seed, "realism": kr.realism, "wall_s": kr.wall_s}
+            str(kr.k): {
+                "results": kr.results,
+                "per_seed": kr.per_seed,
+                "paired_all_seeds": pooled[kr.k],
+                "realism": kr.realism,
+                "wall_s": kr.wall_s,
+            }
             for kr in sweep.values()
         }
     write_json(run.root / "results.json", record)
@@ -356,6 +369,8 @@ class KResults:
     per_seed: list[dict[str, Any]] = field(default_factory=list)
     realism: dict[int, dict[str, dict[str, float | None]]] = field(default_factory=dict)
     wall_s: list[float] = field(default_factory=list)
+    #: per seed: arm -> test slice -> its infection Dice values (not in results.json: the eval CSVs hold them)
+    per_case: list[dict[str, dict[str, np.ndarray]]] = field(default_factory=list)
 
 
 def _run_k_seed(
@@ -426,6 +441,7 @@ def _run_k_seed(
     lists["c_all_real"] = real_datalists(real["train"], c_root / "c", n_train)
     arm_stage = {arm: f"{tag}_{arm}" for arm in ARMS}
     arm_stage["c_all_real"] = f"{c_tag}_c_all_real"
+    per_case: dict[str, dict[str, np.ndarray]] = {}  # arm -> test slice -> its infection Dice
     for arm in ARMS:
         datalists, arm_root = lists[arm], (c_root if arm == "c_all_real" else root)
 
@@ -467,6 +483,10 @@ def _run_k_seed(
             if isinstance(value, (int, float)) and np.isfinite(value):
                 kr.results[arm].setdefault(key, []).append(float(value))
         kr.per_seed[-1][arm] = done["metrics"].get("test_dice_infection")
+        raw = metric_csv(arm_root / arm / "eval_seg", "dice_infection")
+        per_case[arm] = per_case_values(raw) if raw is not None else {}
+    kr.per_seed[-1]["paired"] = paired_differences(per_case)
+    kr.per_case.append(per_case)
     arm_sets = {"b_cosingan": lists["b_cosingan"]["seg"], "d_painted_control": lists["d_painted_control"]["seg"]}
     arm_c = c_root / "c_all_real" / "bundles" / "covid_seg_2d"
     after = ("prepare_real", synthesis, arm_stage["c_all_real"])
@@ -590,10 +610,51 @@ def k_table(sweep: list[KResults], opts: ExperimentOptions) -> str:
     return head + "\n\n" + "\n".join(lines)
 
 
-def per_seed_table(per_seed: list[dict[str, Any]]) -> str:
-    """Markdown table of each seed's training slice(s) and every arm's infection Dice: how much the slice matters."""
-    lines = ["| seed | training slice(s) | " + " | ".join(ARMS) + " |", "|---|---|" + "---|" * len(ARMS)]
+def paired_differences(per_case: dict[str, dict[str, np.ndarray]]) -> dict[str, dict[str, Any]]:
+    """PAIRS' infection-Dice differences over the test slices both arms were scored on, each with a 95% interval
+    from a paired bootstrap over test slices (metrics.intervals.paired_difference, seed 0); as JSON."""
+    out = {}
+    for name, (x, y) in PAIRS.items():
+        if per_case.get(x) and per_case.get(y):
+            out[name] = paired_difference(per_case[x], per_case[y]).as_dict()
+    return out
+
+
+def seed_mean_per_case(per_case: list[dict[str, dict[str, np.ndarray]]]) -> dict[str, dict[str, np.ndarray]]:
+    """Arm -> test slice -> its values averaged over the seeds (the slices every seed scored): one number per test
+    slice for "does the method beat the other across choices of training slice", paired across arms."""
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for arm in ARMS:
+        seeds = [pc[arm] for pc in per_case if pc.get(arm)]
+        if not seeds:
+            continue
+        common = sorted(set.intersection(*(set(s) for s in seeds)))
+        with np.errstate(invalid="ignore"):  # all-NaN slices (no infection) stay NaN
+            out[arm] = {c: np.nanmean(np.stack([s[c] for s in seeds]), axis=0) for c in common}
+    return out
+
+
+def per_seed_table(per_seed: list[dict[str, Any]], pooled: dict[str, dict[str, Any]] | None = None) -> str:
+    """Markdown table of each seed's training slice(s), every arm's infection Dice (how much the slice matters) and
+    the paired differences b - a and b - d with their 95% intervals (whether one seed's lead is more than noise);
+    `pooled` (paired_differences of seed_mean_per_case) adds the same differences over all seeds as a last row."""
+    pairs = [p for p in PAIRS if any(p in row.get("paired", {}) for row in per_seed)]
+    titles = [*ARMS, *(f"{p} [95%]" for p in pairs)]
+    lines = ["| seed | training slice(s) | " + " | ".join(titles) + " |", "|---|---|" + "---|" * len(titles)]
     for row in per_seed:
         cells = ["n/a" if row.get(arm) is None else f"{row[arm]:.3f}" for arm in ARMS]
+        diffs = row.get("paired", {})
+        cells += [Interval.from_dict(diffs[p]).format(signed=True) if p in diffs else "n/a" for p in pairs]
         lines.append(f"| {row['seed']} | {', '.join(row['slices'])} | " + " | ".join(cells) + " |")
-    return "Infection Dice per seed:\n\n" + "\n".join(lines)
+    if pooled and len(per_seed) > 1:
+        means = [[row[arm] for row in per_seed if row.get(arm) is not None] for arm in ARMS]
+        cells = [f"{np.mean(m):.3f}" if m else "n/a" for m in means]
+        cells += [Interval.from_dict(pooled[p]).format(signed=True) if p in pooled else "n/a" for p in pairs]
+        lines.append("| all | each test slice's mean over the seeds | " + " | ".join(cells) + " |")
+    text = "Infection Dice per seed:\n\n" + "\n".join(lines)
+    if pairs:
+        text += (
+            "\n\nb - a, b - d: paired differences over the test slices both arms were scored on, 95% interval from "
+            f"{N_BOOT} bootstrap resamples of test slices; an interval that spans 0 is a tie at that seed."
+        )
+    return text

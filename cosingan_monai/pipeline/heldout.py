@@ -95,11 +95,6 @@ def per_case_scores(predictions: Path, datalist_cls: Path) -> dict[str, np.ndarr
     return {k: np.array(v, float) for k, v in out.items()}
 
 
-def _interval_dict(iv: Interval) -> dict[str, float | int]:
-    """An Interval as JSON (NaN -> None)."""
-    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in iv.__dict__.items()}
-
-
 def heldout_summary(eval_root: Path, datalist_cls: Path | None = None, seed: int = 0) -> dict[str, Any]:
     """Per model under eval_root (RUN/eval), each metric's value and 95% case-bootstrap interval, and the verdict."""
     models: dict[str, dict[str, Any]] = {}
@@ -125,7 +120,7 @@ def heldout_summary(eval_root: Path, datalist_cls: Path | None = None, seed: int
             if metric == "dice_infection":
                 infected |= {c for c, v in by_case.items() if np.isfinite(v).any()}
             iv = cluster_bootstrap(by_case, pooled_auc if metric == "auc" else pooled_nanmean, seed=seed)
-            models.setdefault(bundle.name, {})[metric] = _interval_dict(iv)
+            models.setdefault(bundle.name, {})[metric] = iv.as_dict()
     summary: dict[str, Any] = {
         "cases": len(cases),
         "healthy_cases": len(cases - infected),
@@ -137,7 +132,7 @@ def heldout_summary(eval_root: Path, datalist_cls: Path | None = None, seed: int
         b = per_case[BASELINE_2D].get("dice_infection")
         if a and b:
             diff = paired_difference(a, b, seed=seed)
-            summary["difference_2d"] = _interval_dict(diff)
+            summary["difference_2d"] = diff.as_dict()
             ours, theirs = models[SYNTHETIC_2D]["dice_infection"], models[BASELINE_2D]["dice_infection"]
             summary["verdict"] = verdict_line(ours, theirs, diff)
     return summary
