@@ -282,4 +282,5 @@ def test_experiment_k_table_trains_each_gan_and_the_all_real_arm_once(tmp_path):
     assert c1 == c2
     table = (out / "results.md").read_text(encoding="utf-8")
     assert table.startswith("Infection Dice per k") and "\n| 1 | " in table and "\n| 2 | " in table
+    assert "b - d, all seeds [95%]" in table and record["k"]["2"]["paired_all_seeds"]["b - a"]["cases"] == 1
     assert "## k = 1" in table and "## k = 2" in table and "k = 2, preset test" in table

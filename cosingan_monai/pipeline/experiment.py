@@ -323,11 +323,12 @@ def _run_arms(run: RunFolder, opts: ExperimentOptions, echo: Echo) -> str:
         conditions = write_conditions(real["train"], sizes["conditions"], seed, root / "conditions")
         for k in opts.ks:
             _run_k_seed(run, opts, echo, sweep[k], real, real_train, skip_cls, seed, conditions)
-    pooled = {kr.k: paired_differences(seed_mean_per_case(kr.per_case)) for kr in sweep.values()}
+    for kr in sweep.values():
+        kr.paired_all_seeds = paired_differences(seed_mean_per_case(kr.per_case))
     tables = [
         results_table(kr.results, opts, skip_cls, k=kr.k)
         + "\n\n"
-        + per_seed_table(kr.per_seed, pooled[kr.k])
+        + per_seed_table(kr.per_seed, kr.paired_all_seeds)
         + "\n\n"
         + realism_table(kr.realism)
         for kr in sweep.values()
@@ -341,13 +342,13 @@ def _run_arms(run: RunFolder, opts: ExperimentOptions, echo: Echo) -> str:
     if len(opts.ks) == 1:
         (only,) = sweep.values()
         record.update(results=only.results, per_seed=only.per_seed, realism=only.realism, wall_s=only.wall_s)
-        record["paired_all_seeds"] = pooled[only.k]
+        record["paired_all_seeds"] = only.paired_all_seeds
     else:
         record["k"] = {
             str(kr.k): {
                 "results": kr.results,
                 "per_seed": kr.per_seed,
-                "paired_all_seeds": pooled[kr.k],
+                "paired_all_seeds": kr.paired_all_seeds,
                 "realism": kr.realism,
                 "wall_s": kr.wall_s,
             }
@@ -371,6 +372,8 @@ class KResults:
     wall_s: list[float] = field(default_factory=list)
     #: per seed: arm -> test slice -> its infection Dice values (not in results.json: the eval CSVs hold them)
     per_case: list[dict[str, dict[str, np.ndarray]]] = field(default_factory=list)
+    #: PAIRS over every seed's test slices (paired_differences of seed_mean_per_case), as JSON
+    paired_all_seeds: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def _run_k_seed(
@@ -594,18 +597,27 @@ def k_table(sweep: list[KResults], opts: ExperimentOptions) -> str:
     (every stage a k uses, its GANs included, summed over seeds)."""
     key = "test_dice_infection"
     lines = [
-        "| k | " + " | ".join(ARMS) + " | gap closure b | gap closure d | wall time |",
-        "|---|" + "---|" * (len(ARMS) + 3),
+        "| k | "
+        + " | ".join(ARMS)
+        + " | gap closure b | gap closure d | "
+        + " | ".join(f"{p}, all seeds [95%]" for p in PAIRS)
+        + " | wall time |",
+        "|---|" + "---|" * (len(ARMS) + 3 + len(PAIRS)),
     ]
     for kr in sweep:
         cells = [_cell(kr.results[arm].get(key)) for arm in ARMS]
         gaps = [_percent(gap_closure(kr.results, key)), _percent(gap_closure(kr.results, key, "d_painted_control"))]
+        pairs = [
+            Interval.from_dict(kr.paired_all_seeds[p]).format(signed=True) if p in kr.paired_all_seeds else "n/a"
+            for p in PAIRS
+        ]
         wall = f"{sum(kr.wall_s) / 60:.0f} min"
-        lines.append(f"| {kr.k} | " + " | ".join(cells + gaps) + f" | {wall} |")
+        lines.append(f"| {kr.k} | " + " | ".join(cells + gaps + pairs) + f" | {wall} |")
     aug = "strong augmentation in every arm" if opts.strong_aug else "strong augmentation in arm a only"
     head = (
         f"Infection Dice per k (mean ± sd over {opts.seeds} seed(s); seed s's k slices are its k - 1 slices plus "
-        f"one; preset {opts.preset}, {aug}; wall time: every stage of that k, shared GANs and arm c included):"
+        f"one; preset {opts.preset}, {aug}; b - a, b - d: paired over the test slices, each slice's Dice averaged "
+        f"over the seeds; wall time: every stage of that k, shared GANs and arm c included):"
     )
     return head + "\n\n" + "\n".join(lines)
 
