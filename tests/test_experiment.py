@@ -166,9 +166,12 @@ def test_k_table_gives_each_k_its_arms_gap_closures_and_wall_time():
             "d_painted_control": {"test_dice_infection": [0.3, 0.3]},
         }
         kr.wall_s = [600.0 * kr.k, 600.0 * kr.k]
+    two.paired_all_seeds = {"b - d": {"value": 0.15, "low": 0.05, "high": 0.25, "cases": 21}}
     table = k_table([one, two], ExperimentOptions(dataset=".", out=".", ks=(1, 2), seeds=2))
-    assert "| 1 | 0.250 ± 0.050 | 0.450 ± 0.050 | 0.650 ± 0.050 | 0.300 ± 0.000 | 50% | 12% | 20 min |" in table
-    assert "| 2 | 0.250 ± 0.050 | 0.550 ± 0.050 | 0.650 ± 0.050 | 0.300 ± 0.000 | 75% | 12% | 40 min |" in table
+    row = "| 1 | 0.250 ± 0.050 | 0.450 ± 0.050 | 0.650 ± 0.050 | 0.300 ± 0.000 | 50% | 12% | n/a | n/a | 20 min |"
+    assert row in table
+    row = "| 2 | 0.250 ± 0.050 | 0.550 ± 0.050 | 0.650 ± 0.050 | 0.300 ± 0.000 | 75% | 12% |"
+    assert row + " n/a | +0.150 [+0.050, +0.250] | 40 min |" in table
     assert "mean ± sd over 2 seed(s)" in table
 
 
