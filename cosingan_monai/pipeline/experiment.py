@@ -667,6 +667,8 @@ def per_seed_table(per_seed: list[dict[str, Any]], pooled: dict[str, dict[str, A
     if pairs:
         text += (
             "\n\nb - a, b - d: paired differences over the test slices both arms were scored on, 95% interval from "
-            f"{N_BOOT} bootstrap resamples of test slices; an interval that spans 0 is a tie at that seed."
+            f"{N_BOOT} bootstrap resamples of test slices; an interval that spans 0 is a tie at that seed. The `all` "
+            "row pairs each test slice's Dice averaged over the seeds: its interval covers the test slices' sampling, "
+            "not the choice of training slices (read that from the seeds' spread)."
         )
     return text
