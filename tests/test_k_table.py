@@ -38,12 +38,12 @@ def test_rows_per_k_with_closure_pairs_and_wall(tmp_path, monkeypatch, capsys):
     out = tmp_path / "table"
     monkeypatch.setattr(sys, "argv", ["k_table.py", str(four), str(one), "--out", str(out)])
     k_table.main()
-    md = out.with_suffix(".md").read_text()
+    md = out.with_suffix(".md").read_text(encoding="utf-8")
     assert md.index("\n| 1 | ") < md.index("\n| 4 | ")  # sorted by k
     row1 = next(line for line in md.splitlines() if line.startswith("| 1 | "))
     assert "| 50% | 25% | +0.200 [+0.050, +0.200] | n/a | 20 min |" in row1  # (0.4-0.2)/(0.6-0.2), (0.3-0.2)/0.4
     assert "- k = 4: `cosingan-monai experiment --k 4`" in md
-    assert json.loads(out.with_suffix(".json").read_text())["4"]["source"]["folder"] == str(four)
+    assert json.loads(out.with_suffix(".json").read_text(encoding="utf-8"))["4"]["source"]["folder"] == str(four)
 
 
 def test_folders_of_other_settings_are_refused(tmp_path, monkeypatch):
