@@ -7,7 +7,15 @@ import threading
 
 import pytest
 
-from cosingan_monai.pipeline.stage_lanes import StagePlan, chain_after, plan_stages, run_in_lanes, split_threads
+from cosingan_monai.pipeline.stage_lanes import (
+    StagePlan,
+    chain_after,
+    idle_cores,
+    plan_stages,
+    run_in_lanes,
+    split_threads,
+    wait_policy_env,
+)
 
 
 def test_two_lanes_run_jobs_at_the_same_time():
@@ -108,3 +116,63 @@ def test_train_gans_runs_lanes_at_a_time_and_keeps_the_slice_order(monkeypatch, 
     models = pipeline.train_gans(slices, tmp_path, "test", threads=1, lanes=2)
     assert models == [str(tmp_path / "bundles" / f"cosingan_train_z{i:03d}" / "models" / "model.pt") for i in range(4)]
     assert sorted(seen) == [(f"s{i}.nii.gz", 1) for i in range(4)]
+
+
+def test_idle_cores_counts_the_usable_cores():
+    idle = idle_cores(0.2)
+    if idle is None:
+        pytest.skip("no /proc/stat here")
+    assert 0.0 <= idle <= len(os.sched_getaffinity(0)) + 1e-6
+
+
+@pytest.fixture()
+def pipeline_policy(monkeypatch):
+    """The environment after plan_stages on a CPU where the user set no OMP_WAIT_POLICY."""
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.delenv("COSINGAN_AUTO_WAIT_POLICY", raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    plan_stages()
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+
+
+def test_a_multi_threaded_run_spins_only_on_an_idle_cpu(pipeline_policy):
+    """Passive waits cost the demo GAN about 1.5x on an idle CPU, spinning 2.2x on a shared one (docs/results.md)."""
+    changes, note = wait_policy_env(2, idle=1.9)
+    assert changes == {"OMP_WAIT_POLICY": None} and "spin" in note and "1.9 cores idle" in note
+    changes, note = wait_policy_env(2, idle=1.0)  # another job holds a core
+    assert changes == {} and "PASSIVE" in note and "shared" in note
+    assert wait_policy_env(1, idle=2.0) == ({}, "")  # one thread: no team to wait for
+    assert wait_policy_env(4, idle=3.8)[0] == {"OMP_WAIT_POLICY": None}
+    assert wait_policy_env(4, idle=3.5)[0] == {}
+
+
+def test_a_policy_the_user_set_is_kept(monkeypatch):
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
+    monkeypatch.delenv("COSINGAN_AUTO_WAIT_POLICY", raising=False)
+    plan_stages()
+    assert wait_policy_env(2, idle=2.0) == ({}, "")
+    monkeypatch.setenv("COSINGAN_AUTO_WAIT_POLICY", "1")
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")  # set by the user after the pipeline's default
+    assert wait_policy_env(2, idle=2.0) == ({}, "")
+
+
+def test_bundle_subprocess_gets_the_policy_and_logs_why(pipeline_policy, monkeypatch, tmp_path):
+    """The subprocess of an idle-CPU run has no OMP_WAIT_POLICY; its log says so in its first line."""
+    import subprocess
+
+    from cosingan_monai.pipeline import bundle_runner
+
+    seen = {}
+
+    def fake_run(cmd, cwd, env, stdout, **kwargs):
+        seen["env"] = env
+        return subprocess.CompletedProcess(cmd, 0)
+
+    monkeypatch.setattr(bundle_runner.subprocess, "run", fake_run)
+    monkeypatch.setattr(bundle_runner, "wait_policy_env", lambda threads: wait_policy_env(threads, idle=2.0))
+    (tmp_path / "logs").mkdir()
+    log = bundle_runner._run_subprocess(tmp_path, "train", tmp_path / "args.json", 1, None)
+    assert "OMP_WAIT_POLICY" not in seen["env"] and seen["env"]["OMP_NUM_THREADS"] == "2"
+    assert log.read_text().startswith("[cosingan-monai] OpenMP waits: spin")
+    bundle_runner._run_subprocess(tmp_path, "train", tmp_path / "args.json", 1, 1)  # one thread: kept
+    assert seen["env"]["OMP_WAIT_POLICY"] == "PASSIVE" and seen["env"]["OMP_NUM_THREADS"] == "1"

@@ -26,6 +26,7 @@ from cosingan_monai.core.constants import PRESETS
 from cosingan_monai.core.errors import BundleError, CaseError
 from cosingan_monai.core.files import atomic_write_path, read_json
 from cosingan_monai.pipeline.run_folder import HELD_LOCKS
+from cosingan_monai.pipeline.stage_lanes import wait_policy_env
 
 #: where the bundles are: inside the installed package (a wheel ships the repository's top-level bundles/ as
 #: cosingan_monai/bundles, setup.cfg package_dir), else the checkout's bundles/ (editable install, source tree).
@@ -307,6 +308,14 @@ def _run_subprocess(bundle: Path, workflow: str, args_file: Path, nproc: int, th
     env = dict(os.environ)
     if threads:
         env.update({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)})
+    note = ""
+    if nproc == 1:
+        changes, note = wait_policy_env(_int_or(env.get("OMP_NUM_THREADS"), 1))
+        for key, value in changes.items():
+            if value is None:
+                env.pop(key, None)
+            else:
+                env[key] = value
     if nproc > 1:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", f"--nproc_per_node={nproc}"]
         cmd += ["-m", "monai.bundle", "run", "--args_file", str(args_file)]
@@ -314,6 +323,9 @@ def _run_subprocess(bundle: Path, workflow: str, args_file: Path, nproc: int, th
         cmd = [sys.executable, "-m", "monai.bundle", "run", "--args_file", str(args_file)]
     log = bundle / "logs" / f"{workflow}.log"
     with open(log, "w") as fh:
+        if note:
+            fh.write(f"[cosingan-monai] {note}\n")
+            fh.flush()
         # the run folder's lock goes with the bundle: a resume is refused while an orphaned bundle still writes
         proc = subprocess.run(
             cmd, cwd=bundle, env=env, stdout=fh, stderr=subprocess.STDOUT, check=False, pass_fds=tuple(HELD_LOCKS)
@@ -325,6 +337,14 @@ def _run_subprocess(bundle: Path, workflow: str, args_file: Path, nproc: int, th
             raise OSError(errno.ENOSPC, f"bundle {bundle.name} {workflow} ran out of disk space; log {log}", full)
         raise BundleError(bundle.name, workflow, proc.returncode, failure_cause(lines), log)
     return log
+
+
+def _int_or(value: str | None, default: int) -> int:
+    """An integer environment value, `default` when unset or not an integer."""
+    try:
+        return int(value) if value else default
+    except ValueError:
+        return default
 
 
 #: exception messages that only wrap the real cause (MONAI's transform and config wrappers, torch's DataLoader)

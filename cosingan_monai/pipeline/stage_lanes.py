@@ -1,7 +1,8 @@
 """How the pipeline spends the CPU: threads per bundle subprocess, and independent stages run side by side.
 
 On a CPU, independent stages run two at a time with the cores split between them, and OMP_WAIT_POLICY=PASSIVE
-keeps extra threads from spinning; on a GPU stages run one at a time (one device) with the environment's threads.
+keeps extra threads from spinning, except in a bundle run with several threads that finds the CPU idle when it starts
+(`wait_policy_env`); on a GPU stages run one at a time (one device) with the environment's threads.
 The measurements behind these defaults: docs/results.md "Pipeline scheduling on CPU".
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -18,6 +20,10 @@ T = TypeVar("T")
 
 #: torch.jit export and other in-process work of parallel stages is not known to be thread-safe: serialize it
 IN_PROCESS_LOCK = threading.Lock()
+#: OMP_WAIT_POLICY as plan_stages set it; a policy the user set is never changed
+AUTO_WAIT_POLICY = "PASSIVE"
+#: idle cores a multi-threaded bundle run needs at its start to spin: all of its threads but a quarter core
+IDLE_MARGIN = 0.25
 
 
 @dataclass(frozen=True)
@@ -47,9 +53,61 @@ def plan_stages(lanes: int | None = None) -> StagePlan:
     cores = usable_cores()
     user_threads = "OMP_NUM_THREADS" in os.environ
     os.environ.setdefault("OMP_NUM_THREADS", str(cores))
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if "OMP_WAIT_POLICY" not in os.environ:
+        os.environ["OMP_WAIT_POLICY"] = AUTO_WAIT_POLICY
+        os.environ["COSINGAN_AUTO_WAIT_POLICY"] = "1"  # ours, not the user's: wait_policy_env may lift it
     lanes = max(1, lanes if lanes is not None else min(2, cores))
     return StagePlan(lanes, None if user_threads else max(1, cores // lanes))
+
+
+def idle_cores(window_s: float = 0.5) -> float | None:
+    """How many of this process's usable cores were idle over the next `window_s` seconds (from /proc/stat); None
+    where /proc/stat cannot be read (not Linux)."""
+
+    def sample() -> dict[int, tuple[int, int]]:
+        ticks = {}
+        with open("/proc/stat", encoding="ascii") as fh:
+            for line in fh:
+                name, *fields = line.split()
+                if name.startswith("cpu") and name[3:].isdigit():
+                    values = [int(f) for f in fields]
+                    ticks[int(name[3:])] = (values[3] + values[4], sum(values[:8]))  # (idle + iowait, total)
+        return ticks
+
+    try:
+        before = sample()
+        time.sleep(window_s)
+        after = sample()
+    except (OSError, ValueError, IndexError):
+        return None
+    idle = 0.0
+    for cpu in os.sched_getaffinity(0):
+        if cpu in before and cpu in after:
+            total = after[cpu][1] - before[cpu][1]
+            idle += (after[cpu][0] - before[cpu][0]) / total if total > 0 else 1.0
+    return idle
+
+
+def wait_policy_env(threads: int, idle: float | None = None) -> tuple[dict[str, str | None], str]:
+    """OpenMP environment for a bundle run with `threads` threads, and a line that says why: (changes, note).
+
+    Passive waits make each of the GAN's many small kernels wake sleeping threads: the demo GAN takes 255-268 s with
+    2 passive threads and 167-179 s with libgomp's default (spin, then sleep) on an idle 2-core machine, but 607 s
+    with the default when another job holds a core (docs/results.md "Pipeline scheduling on CPU"). So a run with
+    several threads drops the PASSIVE that plan_stages set (the key maps to None: remove it) when, measured at its
+    start, at least `threads` - IDLE_MARGIN cores are idle; one thread, a user's own policy, or a busy CPU keep the
+    environment. `idle` None = measure now (idle_cores).
+    """
+    if threads <= 1 or os.environ.get("COSINGAN_AUTO_WAIT_POLICY") != "1":
+        return {}, ""
+    if os.environ.get("OMP_WAIT_POLICY") != AUTO_WAIT_POLICY:
+        return {}, ""
+    idle = idle_cores() if idle is None else idle
+    if idle is None:
+        return {}, f"OpenMP waits: {AUTO_WAIT_POLICY} ({threads} threads; CPU load unknown)"
+    if idle >= threads - IDLE_MARGIN:
+        return {"OMP_WAIT_POLICY": None}, f"OpenMP waits: spin, then sleep ({threads} threads, {idle:.1f} cores idle)"
+    return {}, f"OpenMP waits: {AUTO_WAIT_POLICY} ({threads} threads, {idle:.1f} cores idle: the CPU is shared)"
 
 
 def split_threads(jobs: int, threads: int | None, plan: StagePlan) -> tuple[int, int | None]:
