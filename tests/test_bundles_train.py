@@ -59,6 +59,17 @@ def _assert_saved_like_input(pred: Path, image: Path) -> np.ndarray:
     return arr
 
 
+@pytest.mark.parametrize("name", ["covid_seg_2d", "covid_seg_3d"])
+def test_a_training_shorter_than_val_interval_still_saves_its_model(phantom_data, tmp_path, name):
+    """max_epochs 1 with val_interval 5: the one epoch is validated and kept (it used to end without model.pt)."""
+    datalist = phantom_data["datalist" if name == "covid_seg_2d" else "datalist_3d"]
+    bundle = bundles.copy_bundle(name, tmp_path / "bundles")
+    values = {"datalist": str(datalist), "tensorboard_dir": str(tmp_path / "tb"), "max_epochs": 1, "val_interval": 5}
+    run = bundles.run_bundle(bundle, "train", "test", values, threads=THREADS)
+    assert (bundle / "models" / "model.pt").is_file()
+    assert "Epoch[1] Metrics" in run.log_file.read_text(encoding="utf-8", errors="replace")
+
+
 def _infer_on(bundle: Path, image: Path, tmp_path: Path) -> Path:
     """Run the bundle's inference workflow on one file (linked into its own folder); returns the output folder."""
     infer_dir = tmp_path / "in"
