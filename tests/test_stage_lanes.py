@@ -9,9 +9,9 @@ import pytest
 
 from cosingan_monai.pipeline.stage_lanes import (
     StagePlan,
-    chain_after,
     idle_cores,
     plan_stages,
+    run_graph,
     run_in_lanes,
     split_threads,
     wait_policy_env,
@@ -67,22 +67,49 @@ def test_cores_are_shared_between_lanes(monkeypatch):
     assert os.environ["OMP_NUM_THREADS"] == "8" and os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
 
 
-def test_chain_after_runs_the_dependent_job_right_after_its_input_in_one_lane():
-    """The classifier starts from the 2D segmenter's weights: it runs after it, in its lane, never beside it."""
-    events: list[str] = []
-
+def _recording_jobs(names: str, events: list[str], fail: str = "") -> dict:
     def job(name: str) -> str:
         events.append(f"{name} start")
         threading.Event().wait(0.05)
         events.append(f"{name} end")
+        if name == fail:
+            raise RuntimeError(f"{name} broke")
         return name
 
-    jobs = {"3d": lambda: job("3d"), "2d": lambda: job("2d"), "cls": lambda: job("cls")}
-    chained = chain_after(jobs, "cls", "2d")
-    assert list(chained) == ["3d", "2d"]
-    assert run_in_lanes(chained, lanes=2) == {"3d": "3d", "2d": "2d"}
-    assert events.index("cls start") > events.index("2d end")
-    assert chain_after({"2d": jobs["2d"]}, "cls", "2d").keys() == {"2d"}  # nothing to chain: unchanged
+    return {n: (lambda n=n: job(n)) for n in names}
+
+
+@pytest.mark.parametrize("lanes", [1, 2])
+def test_run_graph_starts_a_job_once_its_inputs_are_done(lanes):
+    """The pipeline's shape: 3D long, 2D then the classifier (it starts from the 2D weights), evaluations after
+    their trainings."""
+    events: list[str] = []
+    jobs = _recording_jobs(["3d", "2d", "cls", "eval_2d", "eval_cls"], events)
+    after = {"cls": ("2d",), "eval_2d": ("2d",), "eval_cls": ("cls",)}
+    assert run_graph(jobs, after, lanes) == {n: n for n in jobs}
+    for job, inputs in after.items():
+        for inp in inputs:
+            assert events.index(f"{job} start") > events.index(f"{inp} end")
+    if lanes == 2:
+        assert events[:2] == ["3d start", "2d start"]  # the mapping's order among ready jobs
+        assert events.index("cls start") < events.index("eval_2d start")
+
+
+@pytest.mark.parametrize("lanes", [1, 2])
+def test_run_graph_skips_the_jobs_after_a_failure_and_raises_it(lanes):
+    events: list[str] = []
+    jobs = _recording_jobs(["a", "b", "c", "d"], events, fail="b")
+    with pytest.raises(RuntimeError, match="b broke"):
+        run_graph(jobs, {"c": ("b",), "d": ("c",)}, lanes)
+    assert "c start" not in events and "d start" not in events  # they need b's output
+    assert "a end" in events  # independent work is finished (kept for --resume)
+
+
+def test_run_graph_refuses_unknown_and_circular_inputs():
+    with pytest.raises(ValueError, match="not there: \\['x'\\]"):
+        run_graph({"a": lambda: 1}, {"a": ("x",)}, 2)
+    with pytest.raises(ValueError, match="circle"):
+        run_graph({"a": lambda: 1, "b": lambda: 2}, {"a": ("b",), "b": ("a",)}, 2)
 
 
 def test_split_threads_shares_one_budget_between_parallel_jobs(monkeypatch):

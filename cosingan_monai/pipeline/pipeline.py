@@ -42,8 +42,8 @@ from cosingan_monai.pipeline.run_folder import RunFolder, check_out, input_finge
 from cosingan_monai.pipeline.stage_lanes import (
     IN_PROCESS_LOCK,
     StagePlan,
-    chain_after,
     plan_stages,
+    run_graph,
     run_in_lanes,
     split_threads,
 )
@@ -402,11 +402,22 @@ def _run_stages(
         trainings.pop(name)
     after = {name: ("sample",) for name in trainings}
     after["covid_slice_classifier"] = ("sample", "train_covid_seg_2d")
-    stages = {
+    jobs: dict[str, Callable[[], Any]] = {
         name: partial(run_stage, run, f"train_{name}", echo, body, after[name]) for name, body in trainings.items()
     }
-    run_in_lanes(chain_after(stages, "covid_slice_classifier", "covid_seg_2d"), plan.lanes)
-    realism = synthetic_realism(run, synthetic, "covid_seg_2d_baseline" in trainings, echo)
+    inputs: dict[str, tuple[str, ...]] = {}
+    if "covid_slice_classifier" in jobs and "covid_seg_2d" in jobs:
+        inputs["covid_slice_classifier"] = ("covid_seg_2d",)
+    # each evaluation starts as soon as its bundle is trained, in whichever lane is free (stage_lanes.run_graph)
+    eval_lists = prepare_evaluation(run, opts, echo, tuple(skips)) if opts.eval_dir is not None else {}
+    for name, datalist in eval_lists.items():
+        jobs[f"eval_{name}"] = partial(evaluate_stage, run, opts, echo, plan, name, datalist)
+        inputs[f"eval_{name}"] = (name,)
+    with_baseline = "covid_seg_2d_baseline" in trainings
+    jobs["realism"] = partial(synthetic_realism, run, synthetic, with_baseline, echo)
+    inputs["realism"] = ("covid_seg_2d_baseline",) if with_baseline else ()
+    results = run_graph(jobs, inputs, plan.lanes)
+    realism = results["realism"]
 
     metrics: dict[str, Any] = {"preset": opts.preset, "case": str(opts.case), "timings_s": {}}
     metrics["realism"] = realism
@@ -414,7 +425,7 @@ def _run_stages(
     if skips:
         metrics["skipped"] = skips
     if opts.eval_dir is not None:
-        metrics["evaluation"] = evaluate_all(run, opts, echo, plan, tuple(skips))
+        metrics["evaluation"] = {name: results[f"eval_{name}"]["metrics"] for name in eval_lists}
     metrics["timings_s"] = stage_timings(run.manifests)
     if opts.eval_dir is not None:
         cls_list = run.root / "data" / "eval" / "eval_datalist_cls.json"
@@ -449,7 +460,8 @@ def synthetic_realism(run: RunFolder, synthetic: Path, with_baseline: bool, echo
     return run_stage(run, "realism", echo, body, after=after)["metrics"]
 
 
-#: The pipeline's phases in run order; stages of one phase (trainings, evaluations) ran side by side.
+#: The pipeline's phases in run order. The trainings, the evaluations and the realism stage are one phase: they run
+#: as one graph, side by side (stage_lanes.run_graph), so within it the order is by start.
 STAGE_PHASES = (
     "validate",
     "select",
@@ -457,18 +469,17 @@ STAGE_PHASES = (
     "conditions",
     "sample",
     "mix_real",
-    "train_",
-    "realism",
     "prepare_eval",
-    "eval_",
+    "train_|eval_|realism",
 )
 
 
 def _phase(stage: str) -> int:
-    """Index of the phase a stage belongs to (exact name first, then prefix); unknown stages go last."""
-    if stage in STAGE_PHASES:
-        return STAGE_PHASES.index(stage)
-    return next((i for i, p in enumerate(STAGE_PHASES) if p.endswith("_") and stage.startswith(p)), len(STAGE_PHASES))
+    """Index of the phase a stage belongs to (exact name, or a prefix ending in _); unknown stages go last."""
+    for i, phase in enumerate(STAGE_PHASES):
+        if any(stage == p or (p.endswith("_") and stage.startswith(p)) for p in phase.split("|")):
+            return i
+    return len(STAGE_PHASES)
 
 
 def stage_timings(manifests: Path) -> dict[str, float]:
@@ -506,11 +517,9 @@ def real_slice_datalist(slices: list[dict[str, Any]], repeats: int, out: Path) -
     return write_json(out, {"training": training, "validation": entries, "test": []})
 
 
-def evaluate_all(
-    run: RunFolder, opts: PipelineOptions, echo: Echo, plan: StagePlan, skip: tuple[str, ...] = ()
-) -> dict[str, Any]:
-    """Evaluate the synthetic-trained bundles (but those in `skip`, never trained) and the real-slice +
-    strong-augmentation baseline on opts.eval_dir."""
+def prepare_evaluation(run: RunFolder, opts: PipelineOptions, echo: Echo, skip: tuple[str, ...] = ()) -> dict[str, str]:
+    """Stage `prepare_eval`: opts.eval_dir as 2D, classifier and 3D test lists; returns the list of each bundle to
+    evaluate (the synthetic-trained ones but those in `skip`, never trained, and the real-slice baseline)."""
     eval_root = run.root / "data" / "eval"
 
     def prepare(result: Any) -> None:
@@ -523,25 +532,24 @@ def evaluate_all(
     # the evaluation data depend on --eval alone, not on the trainings before them
     lists = run_stage(run, "prepare_eval", echo, prepare, after=("validate",))["outputs"]
     eval_lists = {
+        "covid_seg_3d": lists["datalist_3d"],
         "covid_slice_classifier": lists["datalist_cls"],
         "covid_seg_2d": lists["datalist"],
-        "covid_seg_3d": lists["datalist_3d"],
         "covid_seg_2d_baseline": lists["datalist"],
     }
-    for name in skip:
-        eval_lists.pop(name)
+    return {name: path for name, path in eval_lists.items() if name not in skip}
 
-    def evaluate(result: Any, name: str) -> None:
+
+def evaluate_stage(
+    run: RunFolder, opts: PipelineOptions, echo: Echo, plan: StagePlan, name: str, datalist: str
+) -> dict[str, Any]:
+    """Stage `eval_<name>`: bundle `name` on its held-out list (and the report's overlay predictions, here so they
+    run beside the other stages); returns the stage's manifest."""
+
+    def evaluate(result: Any) -> None:
         bundle = run.root / "bundles" / name
-        out = run.root / "eval" / name
-        result.metrics.update(evaluate_bundle(bundle, eval_lists[name], out, opts.preset, plan.threads))
-        if name in OVERLAY_LISTS:  # the report's overlay predictions, here so they run beside the other evaluations
+        result.metrics.update(evaluate_bundle(bundle, datalist, run.root / "eval" / name, opts.preset, plan.threads))
+        if name in OVERLAY_LISTS:
             overlay_predictions(run, name, plan.threads, fresh=True)
 
-    jobs = {
-        name: partial(
-            run_stage, run, f"eval_{name}", echo, partial(evaluate, name=name), ("prepare_eval", f"train_{name}")
-        )
-        for name in eval_lists
-    }
-    return {name: manifest["metrics"] for name, manifest in run_in_lanes(jobs, plan.lanes).items()}
+    return run_stage(run, f"eval_{name}", echo, evaluate, ("prepare_eval", f"train_{name}"))

@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -124,33 +124,63 @@ def split_threads(jobs: int, threads: int | None, plan: StagePlan) -> tuple[int,
 
 
 def run_in_lanes(jobs: Mapping[str, Callable[[], T]], lanes: int) -> dict[str, T]:
-    """Run independent jobs `lanes` at a time, in the mapping's order; returns their results by name.
+    """Run independent jobs `lanes` at a time, in the mapping's order; returns their results by name (run_graph
+    without inputs)."""
+    return run_graph(jobs, {}, lanes)
 
-    The jobs are stages whose work runs in bundle subprocesses, so Python threads suffice to overlap them. Every
-    job runs to its end even when another fails (its finished work is kept for --resume); then the first failure,
-    in the mapping's order, is raised.
+
+def run_graph(jobs: Mapping[str, Callable[[], T]], after: Mapping[str, Sequence[str]], lanes: int) -> dict[str, T]:
+    """Run jobs `lanes` at a time, each once the jobs named in `after[name]` have finished; of the jobs that are
+    ready, the first in the mapping's order starts first (put the longest first). Returns the results by name, in
+    the mapping's order.
+
+    The jobs are stages whose work runs in bundle subprocesses, so Python threads suffice to overlap them. Why a
+    graph and not phases: an evaluation starts as soon as its own training is done, in the lane another training
+    left, instead of waiting for the slowest training. Every job whose inputs succeeded runs to its end even when
+    another fails (its finished work is kept for --resume); jobs after a failed one are skipped; then the first
+    failure, in the mapping's order, is raised.
     """
-    if lanes <= 1:
-        return {name: job() for name, job in jobs.items()}
-    with ThreadPoolExecutor(max_workers=lanes, thread_name_prefix="stage") as pool:
-        futures = {name: pool.submit(job) for name, job in jobs.items()}
-        errors = [f.exception() for f in futures.values()]
-    for error in errors:
+    unknown = {d for deps in after.values() for d in deps} - set(jobs)
+    if unknown or set(after) - set(jobs):
+        raise ValueError(f"jobs wait on jobs that are not there: {sorted(unknown | (set(after) - set(jobs)))}")
+    pending = dict(jobs)
+    results: dict[str, T] = {}
+    failed: dict[str, BaseException | None] = {}
+
+    def ready() -> list[str]:
+        while skip := [n for n in pending if any(d in failed for d in after.get(n, ()))]:
+            for name in skip:  # an input failed (or was skipped): skipped, never raised for itself
+                failed[name] = None
+                del pending[name]
+        return [n for n in pending if all(d in results for d in after.get(n, ()))]
+
+    if lanes <= 1:  # in this thread, one at a time
+        while names := ready():
+            name = names[0]
+            job = pending.pop(name)
+            try:
+                results[name] = job()
+            except Exception as exc:  # raised below, after the jobs that do not need this one
+                failed[name] = exc
+    else:
+        with ThreadPoolExecutor(max_workers=lanes, thread_name_prefix="stage") as pool:
+            running: dict[Future[T], str] = {}
+            while True:
+                for name in ready()[: lanes - len(running)]:
+                    running[pool.submit(pending.pop(name))] = name
+                if not running:
+                    break
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    name = running.pop(future)
+                    if future.exception() is not None:
+                        failed[name] = future.exception()
+                    else:
+                        results[name] = future.result()
+    if pending:
+        raise ValueError(f"jobs wait on each other in a circle: {sorted(pending)}")
+    for name in jobs:
+        error = failed.get(name)
         if error is not None:
             raise error
-    return {name: future.result() for name, future in futures.items()}
-
-
-def chain_after(jobs: Mapping[str, Callable[[], T]], later: str, first: str) -> dict[str, Callable[[], T]]:
-    """The jobs with `later` run right after `first` in `first`'s lane (it needs `first`'s output); `first`'s
-    result is kept under its name. Unchanged when either is absent."""
-    if later not in jobs or first not in jobs:
-        return dict(jobs)
-    before, after = jobs[first], jobs[later]
-
-    def both() -> T:
-        result = before()
-        after()
-        return result
-
-    return {name: both if name == first else job for name, job in jobs.items() if name != later}
+    return {name: results[name] for name in jobs}  # the mapping's order, not the finishing order
