@@ -59,15 +59,27 @@ def _assert_saved_like_input(pred: Path, image: Path) -> np.ndarray:
     return arr
 
 
-@pytest.mark.parametrize("name", ["covid_seg_2d", "covid_seg_3d"])
-def test_a_training_shorter_than_val_interval_still_saves_its_model(phantom_data, tmp_path, name):
+def test_a_training_shorter_than_val_interval_still_saves_its_model(phantom_data, tmp_path):
     """max_epochs 1 with val_interval 5: the one epoch is validated and kept (it used to end without model.pt)."""
-    datalist = phantom_data["datalist" if name == "covid_seg_2d" else "datalist_3d"]
-    bundle = bundles.copy_bundle(name, tmp_path / "bundles")
-    values = {"datalist": str(datalist), "tensorboard_dir": str(tmp_path / "tb"), "max_epochs": 1, "val_interval": 5}
-    run = bundles.run_bundle(bundle, "train", "test", values, threads=THREADS)
+    bundle = bundles.copy_bundle("covid_seg_2d", tmp_path / "bundles")
+    values = {"datalist": str(phantom_data["datalist"]), "max_epochs": 1, "val_interval": 5}
+    run = bundles.run_bundle(bundle, "train", "test", {**values, "tensorboard_dir": str(tmp_path / "tb")}, threads=1)
     assert (bundle / "models" / "model.pt").is_file()
     assert "Epoch[1] Metrics" in run.log_file.read_text(encoding="utf-8", errors="replace")
+
+
+@pytest.mark.parametrize("name", ["covid_seg_2d", "covid_seg_3d", "covid_slice_classifier"])
+@pytest.mark.parametrize(("max_epochs", "val_interval", "every"), [(1, 5, 1), (3, 5, 3), (30, 5, 5), (0, 5, 1)])
+def test_validation_interval_never_exceeds_the_training(name, max_epochs, val_interval, every):
+    """Every downstream bundle validates every min(val_interval, max_epochs) epochs (at least 1)."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(bundles.bundle_source(name) / "configs" / "train.json"))
+    parser.update({"max_epochs": max_epochs, "val_interval": val_interval})
+    handler = next(h for h in parser["train"]["handlers"] if h["_target_"] == "ValidationHandler")
+    index = parser["train"]["handlers"].index(handler)
+    assert parser.get_parsed_content(f"train#handlers#{index}#interval") == every
 
 
 def _infer_on(bundle: Path, image: Path, tmp_path: Path) -> Path:
